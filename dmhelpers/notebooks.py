@@ -1,0 +1,102 @@
+"""Run the numbered notebooks with papermill (``make run``) and keep committed notebooks clean.
+
+    python -m dmhelpers.notebooks run [--out runs/NAME]   # 01 -> 05 on the offline default, into a run folder
+    python -m dmhelpers.notebooks refresh                 # re-execute the committed notebooks in place, cleaned
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from dmhelpers.record import read_records
+
+KERNEL = os.environ.get("DM_KERNEL", "python3")
+CELL_TIMEOUT = int(os.environ.get("DM_CELL_TIMEOUT", "1800"))
+PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+
+
+def numbered_notebooks(folder: str | Path = "notebooks") -> list[Path]:
+    """The tutorial's notebooks (``NN_name.ipynb``) in reading order."""
+    return sorted(p for p in Path(folder).iterdir() if PATTERN.match(p.name))
+
+
+def notebook_parameters(path: str | Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(path)))
+
+
+def execute(src: str | Path, out: str | Path, parameters: dict[str, Any] | None = None,
+            cwd: str | Path | None = None) -> dict[str, Any]:
+    """Execute ``src`` into ``out`` with papermill (cwd: the notebook's folder) and return what it recorded."""
+    import papermill
+
+    src = Path(src)
+    unknown = set(parameters or {}) - notebook_parameters(src)
+    if unknown:
+        raise ValueError(f"{src.name} has no parameters {sorted(unknown)}; it takes {sorted(notebook_parameters(src))}.")
+    papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name=KERNEL,
+                               cwd=str(cwd or src.parent), execution_timeout=CELL_TIMEOUT, progress_bar=False)
+    return read_records(out)
+
+
+def clean(path: str | Path) -> None:
+    """Strip run-specific metadata (timings, papermill, widget state) so a committed notebook has no drift."""
+    nb = json.loads(Path(path).read_text("utf-8"))
+    nb["metadata"] = {k: v for k, v in nb["metadata"].items() if k in ("kernelspec", "language_info")}
+    nb["metadata"].get("language_info", {}).pop("version", None)
+    for cell in nb["cells"]:
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
+        if cell.get("metadata", {}).get("tags") == ["injected-parameters"]:
+            raise ValueError(f"{path} holds papermill-injected parameters; refresh it without parameters.")
+        cell.pop("id", None)
+        if cell["cell_type"] == "code":
+            cell["outputs"] = [o for o in cell["outputs"] if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+    nb["nbformat_minor"] = 4
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", "utf-8")
+
+
+def run_all(out: Path, folder: str | Path = "notebooks") -> None:
+    """Run every numbered notebook in order on its defaults, writing executed copies and figures to ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = (out / "figures").resolve()
+    summary: dict[str, Any] = {}
+    for nb in numbered_notebooks(folder):
+        params = {"FIGURE_DIR": str(figures)} if "FIGURE_DIR" in notebook_parameters(nb) else {}
+        start = time.perf_counter()
+        print(f"running {nb.name} ...", flush=True)
+        summary[nb.stem] = execute(nb, out / nb.name, params)
+        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
+    print("\nSummary")
+    for name, values in summary.items():
+        shown = ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, (list, dict)))
+        print(f"  {name}: {shown}")
+    print(f"\nExecuted notebooks: {out}/\nFigures: {figures}/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dmhelpers.notebooks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run all notebooks into a run folder")
+    run.add_argument("--out", type=Path, default=None, help="run folder (default runs/YYYYmmdd-HHMMSS)")
+    sub.add_parser("refresh", help="re-execute the committed notebooks in place and clean them")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_all(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    else:
+        for nb in numbered_notebooks():
+            print(f"refreshing {nb.name} ...", flush=True)
+            execute(nb, nb)
+            clean(nb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""The one seed helper: Python's, NumPy's and torch's generators from one number."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed ``random``, NumPy and (if installed) torch, so a rerun prints the same tables."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)  # for subprocesses; this process's hashing is already fixed
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)

@@ -1,0 +1,92 @@
+"""Shared fixtures: one place for the kernel name and timeouts (overridable by environment variables)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network; read when huggingface_hub is imported
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+
+import functools
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmhelpers import LocalEmbeddings
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalEmbeddings:
+    """The real default embedder, loaded once per test session."""
+    return LocalEmbeddings(show_progress=False)
+
+
+class HashEmbeddings:
+    """A deterministic bag-of-words embedder (hashing trick): a second, different embedder for mismatch tests."""
+
+    def __init__(self, name: str = "test/hash-64", dimension: int = 64) -> None:
+        self.name, self._dimension = name, dimension
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, texts):
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, hash(w) % self._dimension] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+PAGES = {
+    "docs/index.html": """<html><head><title>Tiny docs</title></head><body>
+        <a href="zip.html">Zip files</a> <a href="csv.html#reading">CSV</a> <a href="csv.html">CSV again</a>
+        <a href="missing.html">Broken</a> <a href="slow.html">Slow</a> <a href="data.pdf">A PDF</a>
+        <a href="https://elsewhere.example/page.html">Off site</a> <a href="/outside.html">Outside the prefix</a>
+        <a href="mailto:docs@example.com">Mail</a> <a href="file:///etc/passwd">Local file</a>
+        <a href="javascript:alert(1)">Script</a></body></html>""",
+    "docs/zip.html": """<html><head><title>Zip archives</title></head><body><h1>Zip archives</h1>
+        <p>Use <a href="x.html">ZipFile</a> to read a member of a zip archive: open it and call read().</p>
+        <img src="logo.png" alt="logo"></body></html>""",
+    "docs/csv.html": """<html><head><title>CSV files</title></head><body><h1>CSV files</h1>
+        <p>The csv module reads and writes comma-separated values, one row per line.</p></body></html>""",
+    "docs/data.pdf": "%PDF-1.4 not html",
+    "outside.html": "<html><body>outside</body></html>",
+}
+
+
+class _SiteHandler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self.path.endswith("/slow.html"):
+            time.sleep(2.0)
+        super().do_GET()
+
+    def guess_type(self, path):  # the PDF must say it is a PDF
+        return "application/pdf" if str(path).endswith(".pdf") else "text/html"
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def tiny_site(tmp_path: Path) -> Iterator[str]:
+    """A tiny docs site on 127.0.0.1 with good pages, a 404, a slow page, a PDF and off-site links."""
+    for rel, body in PAGES.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(body)
+    (tmp_path / "docs/slow.html").write_text("<html><title>Slow</title><body>slow</body></html>")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_SiteHandler, directory=str(tmp_path)))
+    server.handle_error = lambda *args: None  # clients that time out or stop reading close early: expected here
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/docs/index.html"
+    server.shutdown()
+    server.server_close()
