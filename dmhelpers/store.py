@@ -25,6 +25,7 @@ import hnswlib
 import numpy as np
 from filelock import FileLock, Timeout
 
+from dmhelpers.deep_memory import DeepMemory
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
 from dmhelpers.errors import InputError, StoreError, StoreLockedError
 from dmhelpers.files import atomic_write_json, fsync_dir
@@ -87,6 +88,7 @@ class VectorStore:
         self._vectors: np.ndarray | None = None
         self._index: hnswlib.Index | None = None
         self._id_set: set[str] = set()
+        self._deep_memory: DeepMemory | None = None
 
         on_disk = self._read_pointer()
         if read_only and on_disk is None:
@@ -198,13 +200,27 @@ class VectorStore:
         self._vectors = vectors.astype(np.float32, copy=False)
         self._index = index if records else None
 
-    def search(self, query: str | Sequence[str], k: int = 10) -> list[Hit] | list[list[Hit]]:
-        """Nearest chunks to a question (a list of hits) or to each of several (a list of lists)."""
+    @property
+    def deep_memory(self) -> DeepMemory:
+        """Training jobs and the active query adapter (see :mod:`dmhelpers.deep_memory`)."""
+        if self._deep_memory is None:
+            self._deep_memory = DeepMemory(self)
+        return self._deep_memory
+
+    def search(self, query: str | Sequence[str], k: int = 10, deep_memory: bool = False) -> list[Hit] | list[list[Hit]]:
+        """Nearest chunks to a question (a list of hits) or to each of several (a list of lists).
+
+        With ``deep_memory=True`` the question's vector goes through the active adapter first; the
+        corpus vectors and the index are the same either way.
+        """
         single = isinstance(query, str)
         queries = [query] if single else list(query)
         if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InputError("search() needs a non-empty question or a list of non-empty questions.")
-        hits = self.search_vectors(self.embedding.embed(queries), k)
+        vectors = self.embedding.embed(queries)
+        if deep_memory:
+            vectors = self.deep_memory.transform(vectors)
+        hits = self.search_vectors(vectors, k)
         return hits[0] if single else hits
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
@@ -328,6 +344,7 @@ class VectorStore:
         self._ids, self._texts, self._metadatas = all_ids, all_texts, all_metas
         self._id_set, self._vectors, self._index = set(all_ids), all_vectors, index
         self._overwrite_pending = False
+        self._deep_memory = None  # the corpus changed: models are re-checked against it
 
     def _build_index(self, all_vectors: np.ndarray, keep: int, snapshot: str | None) -> hnswlib.Index:
         """Extend a fresh copy of the saved graph (so a failure leaves the loaded one intact), or build anew."""

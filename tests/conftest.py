@@ -90,3 +90,48 @@ def tiny_site(tmp_path: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/docs/index.html"
     server.shutdown()
     server.server_close()
+
+
+class RotatedTask:
+    """A corpus and questions built so that a linear map must be learned: a question's vector is its chunk's
+    vector turned by a fixed rotation plus noise, so plain search mostly misses and a linear adapter can undo it.
+
+    Texts "c<i>" embed to chunk i; questions "q<i>-<s>" embed to a noisy rotated copy of chunk i (noise seed s).
+    """
+
+    name, dimension, size = "test/rotated-32", 32, 400
+
+    def __init__(self, turn: float = 0.75, noise: float = 0.5) -> None:
+        rng = np.random.default_rng(0)
+        corpus = rng.normal(size=(self.size, self.dimension))
+        self.corpus = (corpus / np.linalg.norm(corpus, axis=1, keepdims=True)).astype(np.float32)
+        rotation = np.linalg.qr(rng.normal(size=(self.dimension, self.dimension)))[0]
+        self.mix = ((1 - turn) * np.eye(self.dimension) + turn * rotation).astype(np.float32)
+        self.noise = noise
+
+    def embed(self, texts):
+        out = []
+        for t in texts:
+            if t.startswith("q"):
+                i, s = map(int, t[1:].split("-"))
+                extra = np.random.default_rng(s * 1000 + i).normal(size=self.dimension) / np.sqrt(self.dimension)
+                out.append(self.mix @ self.corpus[i] + self.noise * extra)
+            else:
+                out.append(self.corpus[int(t[1:])])
+        out = np.array(out, dtype=np.float32).reshape(len(texts), self.dimension)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    @staticmethod
+    def questions(chunks, seeds) -> tuple[list[str], list[list[tuple[str, float]]]]:
+        qs = [f"q{c}-{s}" for c in chunks for s in seeds]
+        return qs, [[(f"c{q[1:].split('-')[0]}", 1.0)] for q in qs]
+
+
+@pytest.fixture()
+def rotated_store(tmp_path):
+    from dmhelpers import VectorStore
+
+    task = RotatedTask()
+    db = VectorStore(tmp_path / "rotated", embedding=task)
+    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
+    return db
