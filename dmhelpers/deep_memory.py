@@ -253,7 +253,7 @@ class DeepMemory:
             vectors = self.store.embedding.embed(queries)
             negatives = self._mine_negatives(vectors, positives, cfg.hard_negatives, cfg.duplicate_threshold)
             result = train_adapter(vectors, np.array(self.store.embeddings), positives, grades, negatives, cfg,
-                                   progress, self._stop[job["id"]].is_set)
+                                   lambda v, k: self.store.knn(v, k)[0], progress, self._stop[job["id"]].is_set)
             weights = dict(result.weights)
             if result.gate is not None:
                 weights["gate.references"] = vectors  # the gate compares new questions with these

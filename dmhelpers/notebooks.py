@@ -65,8 +65,9 @@ def clean(path: str | Path) -> None:
 
 def run_all(out: Path, folder: str | Path = "notebooks") -> None:
     """Run every numbered notebook in order on its defaults, writing executed copies and figures to ``out``."""
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    figures = (out / "figures").resolve()
+    figures = out / "figures"
     summary: dict[str, Any] = {}
     for nb in numbered_notebooks(folder):
         params = {"FIGURE_DIR": str(figures)} if "FIGURE_DIR" in notebook_parameters(nb) else {}

@@ -6,7 +6,7 @@ never saw). Trained plainly, the first can hurt the second. So training runs gro
 the training questions: in each fold some chunks are held out entirely ("new": all their questions) and
 some questions are held out whose chunks stay in training ("seen"). Pooled over the folds, these choose
 
-- the number of epochs,
+- the number of epochs (the folds train in lockstep and stop early when nothing improves),
 - the layer's strength ``alpha`` in ``q' = normalise(q + alpha * g(q) * f(q))``, and
 - a gate ``g(q)`` that trusts the layer only near what it was trained on: ``g`` rises from 0 to 1 as the
   question's highest cosine similarity to a training question rises past ``tau`` (no gate: ``g = 1``),
@@ -27,12 +27,14 @@ import torch
 from dmhelpers.adapter import GATE_WIDTH, QueryAdapter, adapter_delta, gate
 from dmhelpers.metrics import TOP_K
 
+Search = Callable[[np.ndarray, int], np.ndarray]  # (query vectors, k) -> row positions of the k nearest chunks
+
 
 @dataclass
 class TrainConfig:
     """Knobs of one training job (the defaults train in seconds on 2 CPU cores)."""
 
-    epochs: int = 30
+    epochs: int = 30  # the most epochs; cross-validation picks the number
     learning_rate: float = 3e-3
     batch_size: int = 64
     hidden: int = 0  # 0: linear residual layer; > 0: an MLP with this many hidden units
@@ -40,9 +42,11 @@ class TrainConfig:
     hard_negatives: int = 30
     duplicate_threshold: float = 0.95  # a "negative" this similar to a positive is treated as a likely positive
     folds: int = 4  # grouped cross-validation folds that choose epochs, alpha and the gate
+    patience: int = 5  # stop when the best held-out setting has not improved for this many epochs
+    depth: int = 128  # held-out ranks are exact within each question's plain top ``depth`` (see _Scorer)
     alphas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     gates: tuple[float | None, ...] = (None, 0.3, 0.4, 0.5, 0.6, 0.7)  # tau values; None = no gate
-    confidence: float = 1.0  # on new-chunk questions, the change must be >= 0 even this many standard errors below
+    confidence: float = 2.0  # on new-chunk questions, the change must be >= 0 even this many standard errors below
     seed: int = 0
 
 
@@ -86,83 +90,106 @@ def make_folds(positives: list[list[int]], folds: int, rng: np.random.Generator
     return out
 
 
-class _Scorer:
-    """Held-out questions scored against the whole corpus: counts of relevant chunks within each top k.
+class _Trainer:
+    """One adapter and its optimizer, trained an epoch at a time on questions ``idx``.
 
-    A ranking does not change when a query vector is rescaled, so scores of ``q + a * f(q)`` are
-    ``S0 + a * (f(q) @ corpus.T)`` with no normalisation; a relevant chunk's rank is the number of chunks
-    scoring higher.
+    The loss is a softmax cross-entropy of each question against its relevant chunks (weighted by their
+    grades) versus a pool shared by the batch: the other questions' positives (in-batch negatives) and every
+    question's hard negatives. Pool entries nearly identical to one of a question's positives are masked for
+    that question: they are likely unlabelled positives, not negatives.
     """
 
-    def __init__(self, queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], idx: np.ndarray,
-                 references: np.ndarray) -> None:
-        self.queries, self.corpus = queries[idx], corpus
-        self.rows = np.array([r for r, i in enumerate(idx) for _ in positives[i]], dtype=int)
-        self.cols = np.array([c for i in idx for c in positives[i]], dtype=int)
-        self.share = np.array([1 / len(positives[i]) for i in idx for _ in positives[i]])
-        self.ks = [k for k in TOP_K if k <= len(corpus)]
-        self.base_scores = self.queries @ corpus.T
-        self.similarity = (self.queries @ references.T).max(axis=1) if len(references) else np.zeros(len(idx))
-        self.base_in = self._within(self.base_scores)
-        self.base = np.array([self.share[inside].sum() for inside in self.base_in])
+    def __init__(self, queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], grades: list[list[float]],
+                 negatives: list[list[int]], idx: np.ndarray, cfg: TrainConfig) -> None:
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.cfg, self.idx = cfg, idx
+        self.model = QueryAdapter(corpus.shape[1], cfg.hidden)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self.queries, self.corpus = torch.from_numpy(queries), torch.from_numpy(corpus)
+        self.cand = [np.array(positives[i] + negatives[i], dtype=int) for i in range(len(positives))]
+        self.weight = [np.concatenate([np.array(grades[i]) / np.sum(grades[i]), np.zeros(len(negatives[i]))])
+                       .astype(np.float32) for i in range(len(positives))]
 
-    def _within(self, scores: np.ndarray) -> np.ndarray:
-        """For each k and each relevant (question, chunk) pair: is the chunk within the question's top k?"""
-        pos = scores[self.rows, self.cols]
-        rank = (scores[self.rows] > pos[:, None]).sum(axis=1)
-        return np.array([rank < k for k in self.ks])
-
-    def hits(self, scores: np.ndarray) -> np.ndarray:
-        """Per k: relevant chunks found, and those found by plain search but lost (fractional per question)."""
-        inside = self._within(scores)
-        return np.stack([(self.share * inside).sum(axis=1), (self.share * (self.base_in & ~inside)).sum(axis=1)])
-
-    def grid(self, weights: dict[str, np.ndarray], alphas, gates) -> dict[tuple[float, float | None], np.ndarray]:
-        delta = adapter_delta(weights, self.queries) @ self.corpus.T
-        out = {}
-        for tau in gates:
-            g = gate(self.similarity, tau)[:, None]
-            for a in alphas:
-                out[(a, tau)] = self.hits(self.base_scores + a * g * delta)
-        return out
-
-
-def _fit(queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], grades: list[list[float]],
-         negatives: list[list[int]], idx: np.ndarray, cfg: TrainConfig, epochs: int,
-         on_epoch: Callable[[int, float, QueryAdapter], None]) -> QueryAdapter:
-    """Train an adapter on questions ``idx`` for ``epochs`` (softmax over positives, in-batch and hard negatives)."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = QueryAdapter(corpus.shape[1], cfg.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    q_all = torch.from_numpy(queries)
-    e_all = torch.from_numpy(corpus)
-    # Per question, once: its candidate rows (positives first, then hard negatives) and their target weights.
-    cand = [np.array(positives[i] + negatives[i], dtype=int) for i in range(len(positives))]
-    weight = [np.concatenate([np.array(grades[i]) / np.sum(grades[i]), np.zeros(len(negatives[i]))]) for i in range(len(positives))]
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(idx)
+    def epoch(self) -> float:
+        """One pass over the questions in shuffled batches; returns the mean loss."""
+        cfg, order = self.cfg, self.rng.permutation(self.idx)
         total, batches = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             batch = order[start:start + cfg.batch_size]
-            rows = np.concatenate([np.full(len(cand[i]), r) for r, i in enumerate(batch)])
-            items = np.concatenate([cand[i] for i in batch])
-            pool, col = np.unique(items, return_inverse=True)  # shared pool: in-batch and hard negatives
+            rows = np.concatenate([np.full(len(self.cand[i]), r) for r, i in enumerate(batch)])
+            pool, col = np.unique(np.concatenate([self.cand[i] for i in batch]), return_inverse=True)
             target = torch.zeros(len(batch), len(pool))
-            target[rows, col] = torch.from_numpy(np.concatenate([weight[i] for i in batch]).astype(np.float32))
-            pool_vecs = e_all[pool]
+            target[rows, col] = torch.from_numpy(np.concatenate([self.weight[i] for i in batch]))
+            pool_vecs = self.corpus[pool]
             is_pos = (target > 0).float()
             pos_cols = torch.nonzero(is_pos.any(dim=0)).squeeze(1)
             near = ((pool_vecs[pos_cols] @ pool_vecs.T) > cfg.duplicate_threshold).float()
-            mask = ((is_pos[:, pos_cols] @ near) > 0) & (target == 0)  # near-duplicates of a positive: not negatives
-            logits = (model(q_all[batch]) @ pool_vecs.T / cfg.temperature).masked_fill(mask, float("-inf"))
+            mask = ((is_pos[:, pos_cols] @ near) > 0) & (target == 0)
+            logits = (self.model(self.queries[batch]) @ pool_vecs.T / cfg.temperature).masked_fill(mask, float("-inf"))
             loss = -(target * torch.log_softmax(logits, dim=1).masked_fill(mask, 0.0)).sum(dim=1).mean()
-            opt.zero_grad()
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
+            self.opt.step()
             total, batches = total + loss.item(), batches + 1
-        on_epoch(epoch, total / max(batches, 1), model)
-    return model
+        return total / max(batches, 1)
+
+
+class _Scorer:
+    """Held-out questions: how many relevant chunks each adapter setting ranks within each top k.
+
+    Ranks are counted among candidates: the question's plain top ``depth`` (so plain-search ranks are exact)
+    and every chunk labelled relevant in training (what a learned prior pulls up). A chunk outside both that
+    an adapter lifts into the top 100 is not counted, which at worst flatters a setting on a rare question.
+    A ranking does not change when a query vector is rescaled, so the scores of ``q + a * f(q)`` are
+    ``S0 + a * (f(q) . e)`` with no normalisation, and every (alpha, gate) setting costs one comparison.
+    """
+
+    def __init__(self, queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], idx: np.ndarray,
+                 references: np.ndarray, search: Search, trained: np.ndarray, depth: int) -> None:
+        self.rows = np.array([r for r, i in enumerate(idx) for _ in positives[i]], dtype=int)
+        cols = np.array([c for i in idx for c in positives[i]], dtype=int)
+        self.share = np.array([1 / len(positives[i]) for i in idx for _ in positives[i]])
+        self.ks = np.array([k for k in TOP_K if k <= len(corpus)])
+        self.queries = queries[idx]
+        self.similarity = (self.queries @ references.T).max(axis=1) if len(references) else np.zeros(len(idx))
+        top = search(self.queries, min(depth, len(corpus)))[self.rows]  # (pairs, depth)
+        self.top_vecs = corpus[top]  # (pairs, depth, dim)
+        self.trained_vecs = corpus[trained]
+        self.pos_vecs = corpus[cols]
+        q = self.queries[self.rows]
+        self.top_ok = top != cols[:, None]
+        self.trained_ok = (trained[None, :] != cols[:, None]) & ~(trained[None, :, None] == top[:, None, :]).any(axis=2)
+        self.base_parts = self._parts(q)
+        self.base_in = self._within(self.base_parts, np.zeros(len(self.rows)), self.base_parts)
+        self.base = np.array([self.share[inside].sum() for inside in self.base_in])
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def _parts(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores of the positive, the question's top candidates and the trained chunks, for per-pair vectors."""
+        return ((vectors * self.pos_vecs).sum(axis=1), np.einsum("pd,pkd->pk", vectors, self.top_vecs),
+                vectors @ self.trained_vecs.T)
+
+    def _within(self, base, scale: np.ndarray, delta) -> np.ndarray:
+        """For each k and pair: is the positive within the top k for ``q + scale * f(q)``?"""
+        pos = base[0] + scale * delta[0]
+        above = ((base[1] + scale[:, None] * delta[1] > pos[:, None]) & self.top_ok).sum(axis=1)
+        above += ((base[2] + scale[:, None] * delta[2] > pos[:, None]) & self.trained_ok).sum(axis=1)
+        return above[None, :] < self.ks[:, None]
+
+    def grid(self, weights: dict[str, np.ndarray], alphas, gates) -> dict[tuple[float, float | None], np.ndarray]:
+        """Per (alpha, tau): relevant chunks found, and those plain search found but this setting lost, per k."""
+        delta = self._parts(adapter_delta(weights, self.queries)[self.rows])
+        out = {}
+        for tau in gates:
+            g = gate(self.similarity, tau)[self.rows]
+            for a in alphas:
+                inside = self._within(self.base_parts, a * g, delta)
+                out[(a, tau)] = np.stack([(self.share * inside).sum(axis=1),
+                                          (self.share * (self.base_in & ~inside)).sum(axis=1)])
+        return out
 
 
 def _not_worse(recall: np.ndarray, lost: np.ndarray, base: np.ndarray, n: int, z: float) -> np.ndarray:
@@ -177,7 +204,7 @@ def _not_worse(recall: np.ndarray, lost: np.ndarray, base: np.ndarray, n: int, z
 
 
 def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], grades: list[list[float]],
-                  negatives: list[list[int]], cfg: TrainConfig,
+                  negatives: list[list[int]], cfg: TrainConfig, search: Search,
                   progress: Callable[[float, dict[str, float]], None] = lambda p, h: None,
                   should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
     """Choose epochs, ``alpha`` and the gate by grouped cross-validation, then train on all questions.
@@ -187,74 +214,69 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
         corpus: chunk embeddings ``(N, d)``, normalised (the store's, unchanged).
         positives, grades: per question, relevant chunk rows and their scores in (0, 1].
         negatives: per question, hard negatives mined from the index (already filtered).
+        search: the store's nearest-neighbour search (for the held-out questions' candidates).
         progress: called with (share done, history row) after each epoch.
         should_stop: polled after each epoch; True cancels (raises :class:`Cancelled`).
     """
     rng = np.random.default_rng(cfg.seed)
     folds = make_folds(positives, cfg.folds, rng)
+    trained = np.unique(np.concatenate([np.array(p, dtype=int) for p in positives]))
     combos = [(a, t) for t in cfg.gates for a in cfg.alphas]
-    n_kind = {"seen": sum(len(s) for _, s, _ in folds), "new": sum(len(n) for _, _, n in folds)}
-    kinds = [k for k in ("seen", "new") if n_kind[k]]
-    base = {k: 0.0 for k in kinds}
-    found: dict[str, np.ndarray] = {k: np.zeros((cfg.epochs, len(combos), 2, len(TOP_K))) for k in kinds}
-    losses = np.zeros(cfg.epochs)
-    total_epochs = (len(folds) + 1) * cfg.epochs
-    done = 0
-
+    runs = []
     for fit, seen, new in folds:
-        scorers = {k: _Scorer(queries, corpus, positives, idx, queries[fit])
+        scorers = {k: _Scorer(queries, corpus, positives, idx, queries[fit], search, trained, cfg.depth)
                    for k, idx in (("seen", seen), ("new", new)) if len(idx)}
-        for k, sc in scorers.items():
-            base[k] = base[k] + sc.base if isinstance(base[k], np.ndarray) else sc.base.copy()
+        runs.append((_Trainer(queries, corpus, positives, grades, negatives, fit, cfg), scorers))
+    kinds = [k for k in ("seen", "new") if any(k in sc for _, sc in runs)]
+    n_kind = {k: sum(len(sc[k]) for _, sc in runs if k in sc) for k in kinds}
+    ks = [k for k in TOP_K if k <= len(corpus)]
+    base = {k: sum(sc[k].base for _, sc in runs if k in sc) / n_kind[k] for k in kinds}
+    i1, i10 = ks.index(1), ks.index(10) if 10 in ks else len(ks) - 1
+    as_dict = lambda arr: {f"recall@{k}": float(v) for k, v in zip(ks, arr)}  # noqa: E731
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"gain": 1e-9, "epoch": 0}
+    units = (len(folds) + 1) * cfg.epochs
 
-        def on_epoch(epoch: int, loss: float, model: QueryAdapter) -> None:
-            nonlocal done
-            weights = model.to_arrays()
+    for epoch in range(1, cfg.epochs + 1):  # all folds in lockstep, so the pooled choice can stop early
+        found = {k: np.zeros((len(combos), 2, len(ks))) for k in kinds}
+        losses = []
+        for trainer, scorers in runs:
+            losses.append(trainer.epoch())
+            weights = trainer.model.to_arrays()
             for k, sc in scorers.items():
                 grid = sc.grid(weights, cfg.alphas, cfg.gates)
-                found[k][epoch - 1, :, :, :len(sc.ks)] += np.array([grid[c] for c in combos])
-            losses[epoch - 1] += loss / len(folds)
-            done += 1
-            progress(done / total_epochs, {"epoch": epoch, "loss": loss})
-            if should_stop():
-                raise Cancelled()
+                found[k] += np.array([grid[c] for c in combos])
+        recall = {k: found[k][:, 0] / n_kind[k] for k in kinds}
+        ok = np.all([_not_worse(recall[k], found[k][:, 1] / n_kind[k], base[k], n_kind[k],
+                                cfg.confidence if k == "new" else 0.0) for k in kinds], axis=0)
+        gain = np.where(ok, sum(recall[k][:, i1] + recall[k][:, i10] - base[k][i1] - base[k][i10] for k in kinds), -np.inf)
+        c = int(np.argmax(gain))
+        if gain[c] > best["gain"]:
+            best = {"gain": gain[c], "epoch": epoch, "combo": combos[c], "model": {k: as_dict(recall[k][c]) for k in kinds}}
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                        **{f"val_{k}_recall@10": float(recall[k][:, i10].max()) for k in kinds}})
+        progress(epoch * len(folds) / units, history[-1])
+        if should_stop():
+            raise Cancelled()
+        if epoch - max(best["epoch"], 1) >= cfg.patience:
+            break
 
-        _fit(queries, corpus, positives, grades, negatives, fit, cfg, cfg.epochs, on_epoch)
-
-    ks = [k for k in TOP_K if k <= len(corpus)]
-    recall = {k: found[k][:, :, 0, :len(ks)] / n_kind[k] for k in kinds}
-    base_recall = {k: base[k] / n_kind[k] for k in kinds}
-    # "New" questions are the ones a layer can hurt unseen, so they must not even look like dropping; "seen" ones
-    # must simply not drop on average.
-    ok = np.all([_not_worse(recall[k], found[k][:, :, 1, :len(ks)] / n_kind[k], base_recall[k], n_kind[k],
-                            cfg.confidence if k == "new" else 0.0) for k in kinds], axis=0)
-    # Among settings not worse at any k on either kind, the largest gain in recall@1 + recall@10 (both kinds).
-    i1, i10 = ks.index(1), ks.index(10) if 10 in ks else len(ks) - 1
-    gain = sum(recall[k][:, :, i1] + recall[k][:, :, i10] - base_recall[k][i1] - base_recall[k][i10] for k in kinds)
-    gain = np.where(ok, gain, -np.inf)
-    epoch_i, combo_i = np.unravel_index(int(np.argmax(gain)), gain.shape)
-    as_dict = lambda arr: {f"recall@{k}": float(v) for k, v in zip(ks, arr)}  # noqa: E731
-    history = [{"epoch": e + 1, "loss": float(losses[e]),
-                **{f"val_{k}_recall@10": float(recall[k][e, :, i10].max()) for k in kinds}} for e in range(cfg.epochs)]
-    validation = {"folds": len(folds), "n": n_kind, "base": {k: as_dict(base_recall[k]) for k in kinds}}
-    if not gain[epoch_i, combo_i] > 1e-9:
+    validation = {"folds": len(folds), "n": n_kind, "base": {k: as_dict(base[k]) for k in kinds},
+                  "model": best.get("model", {k: as_dict(base[k]) for k in kinds})}
+    if best["epoch"] == 0:
         progress(1.0, history[-1])
-        validation["model"] = validation["base"]
         return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, None, 0, history, validation,
                            True, "No setting beat plain search on held-out questions without losing at some k; "
                            "kept the identity (deep memory = plain search).")
-    alpha, tau = combos[combo_i]
-    epochs = int(epoch_i) + 1
-    validation["model"] = {k: as_dict(recall[k][epoch_i, combo_i]) for k in kinds}
-
-    def on_refit(epoch: int, loss: float, model: QueryAdapter) -> None:
-        progress((len(folds) * cfg.epochs + epoch) / total_epochs, {"epoch": epoch, "loss": loss})
+    (alpha, tau), epochs = best["combo"], best["epoch"]
+    final = _Trainer(queries, corpus, positives, grades, negatives, np.arange(len(positives)), cfg)
+    for epoch in range(1, epochs + 1):
+        loss = final.epoch()
+        progress((len(folds) * cfg.epochs + epoch) / units, {"epoch": epoch, "loss": loss})
         if should_stop():
             raise Cancelled()
-
-    final = _fit(queries, corpus, positives, grades, negatives, np.arange(len(positives)), cfg, epochs, on_refit)
     progress(1.0, history[-1])
     gate_text = "no gate" if tau is None else f"gate from similarity {tau:.1f} to a training question (width {GATE_WIDTH})"
-    return TrainResult(final.to_arrays(), float(alpha), tau, epochs, history, validation, False,
+    return TrainResult(final.model.to_arrays(), float(alpha), tau, epochs, history, validation, False,
                        f"Chose {epochs} epochs, alpha={alpha:.1f} and {gate_text} by {len(folds)}-fold grouped "
                        f"cross-validation, then trained on all {len(positives)} questions.")
