@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from dmhelpers.adapter import apply_adapter, load_weights, save_weights
 from dmhelpers.errors import DeepMemoryError, InputError, StoreError
@@ -87,13 +88,12 @@ class DeepMemory:
         pointer = self.folder / ACTIVE
         if not pointer.exists():
             return
-        job_id = json.loads(pointer.read_text())["job_id"]
-        job = self._read_job(job_id)
         try:
+            job = self._read_job(json.loads(pointer.read_text())["job_id"])
             self._check_model(job)
-        except StoreError:
-            return  # kept on disk, but not used: deep_memory=True explains why
-        self._active = (job_id, self._load_model(job))
+            self._active = (job["id"], self._load_model(job))
+        except Exception:  # damaged or mismatched: kept on disk, not used; deep_memory=True explains why
+            self._active = None
 
     def _load_model(self, job: dict[str, Any]) -> dict[str, Any]:
         weights = load_weights(self.folder / job["id"] / "adapter.safetensors")
@@ -120,7 +120,8 @@ class DeepMemory:
         if self._active is None:
             why = ""
             if (self.folder / ACTIVE).exists():
-                why = " The stored model does not match this store's embedder or corpus; retrain."
+                why = (" The stored model cannot be used (it does not match this store's embedder or corpus, or its "
+                       "files are damaged); retrain.")
             raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
                                   f"relevance=...) first, or search with deep_memory=False.{why}")
         m = self._active[1]
@@ -229,25 +230,28 @@ class DeepMemory:
         atomic_write_json(self._job_file(job_id), job)
         self._live[job_id] = job
         self._stop[job_id] = threading.Event()
-        run = lambda: self._run(job, queries, positives, grades, cfg)  # noqa: E731
-        if background:
-            thread = threading.Thread(target=run, name=job_id, daemon=True)
+        if background:  # follow it with status(job_id)
+            thread = threading.Thread(target=self._run, args=(job, queries, positives, grades, cfg), name=job_id,
+                                      daemon=True)
             self._threads[job_id] = thread
             thread.start()
         else:
-            run()
+            with tqdm(total=100, desc=f"Training {job_id}", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+                self._run(job, queries, positives, grades, cfg, bar)
             if job["status"] == "failed":
                 raise DeepMemoryError(f"Training job {job_id} failed: {job['message']}")
         return job_id
 
     def _run(self, job: dict[str, Any], queries: list[str], positives: list[list[int]], grades: list[list[float]],
-             cfg: TrainConfig) -> None:
+             cfg: TrainConfig, bar: tqdm | None = None) -> None:
         start = time.perf_counter()
 
         def progress(share: float, row: dict[str, float]) -> None:
             job["progress"] = share
             elapsed = time.perf_counter() - start
             job["eta_s"] = elapsed * (1 - share) / share if share > 0 else None
+            if bar is not None:
+                bar.update(round(100 * share) - bar.n)
 
         try:
             vectors = self.store.embedding.embed(queries)
@@ -333,15 +337,20 @@ class DeepMemory:
     # ------------------------------------------------------------------ reporting
     def status(self, job_id: str) -> dict[str, Any]:
         """Print the tutorial's status table for a job and return its record."""
-        job = dict(self._read_job(job_id))
-        if job["status"] == "training" and job_id not in self._live:
-            job["status"] = "interrupted"  # its process ended mid-training
+        job = self._current(self._read_job(job_id))
         print(format_status(job))
+        return job
+
+    def _current(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a job record; "training" with no live thread here means its process ended mid-training."""
+        job = dict(job)
+        if job["status"] == "training" and job["id"] not in self._live:
+            job["status"] = "interrupted"
         return job
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Print one line per job (newest last) and return their records."""
-        jobs = self._all_jobs()
+        jobs = [self._current(j) for j in self._all_jobs()]
         active = self.get_model()
         print(f"{'ID':<32} {'STATUS':<11} {'RESULTS':<34} ACTIVE")
         for j in jobs:

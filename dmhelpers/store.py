@@ -107,7 +107,8 @@ class VectorStore:
                 raise StoreError(f"{self.path} is a file, not a store folder. Choose another STORE_PATH.")
             if self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir()) and not overwrite:
                 raise StoreError(f"{self.path} is a folder that holds other files but no store. Choose an empty "
-                                 "or new folder for STORE_PATH, or pass overwrite=True to replace its contents.")
+                                 "or new folder for STORE_PATH, or pass overwrite=True to build the store there "
+                                 "anyway (the other files are left as they are).")
             self.embedding = embedding if embedding is not None else LocalEmbeddings()
         self._overwrite_pending = overwrite and on_disk is not None
 

@@ -136,7 +136,26 @@ def test_models_for_another_embedder_or_corpus_are_refused(rotated_store, tmp_pa
     with pytest.raises(StoreError, match="trained for the embedder 'test/rotated-32'"):
         other.deep_memory.set_model(job)
     db.add_texts(["c5"], ids=["extra"])  # the corpus changes: the model no longer matches it
-    with pytest.raises(DeepMemoryError, match="does not match this store's embedder or corpus"):
+    with pytest.raises(DeepMemoryError, match="cannot be used .it does not match this store.s embedder or corpus"):
         db.search("q1-0", deep_memory=True)
     with pytest.raises(StoreError, match="another version of this corpus"):
         db.deep_memory.set_model(job)
+
+
+def test_the_optional_mlp_trains_saves_and_searches(rotated_store):
+    db = rotated_store
+    job = db.deep_memory.train(*RotatedTask.questions(TRAIN, [0, 1]), epochs=10, hidden=64)
+    weights = load_file(str(db.path / "deep_memory" / job / "adapter.safetensors"))
+    assert {"net.0.weight", "net.0.bias", "net.2.weight"} <= set(weights)
+    q, rel = RotatedTask.questions(TRAIN[:100], [7])
+    assert recall_at(db, q, rel, True, 10) > recall_at(db, q, rel, False, 10) + 0.2
+
+
+def test_a_damaged_model_pointer_does_not_break_opening_the_store(rotated_store):
+    db = rotated_store
+    db.deep_memory.train(*RotatedTask.questions(TRAIN[:40], [0, 1]), epochs=2)
+    (db.path / "deep_memory" / "ACTIVE").write_text("{broken")
+    again = VectorStore(db.path, embedding=db.embedding)
+    assert len(again) == len(db) and again.deep_memory.get_model() is None
+    with pytest.raises(DeepMemoryError, match="files are damaged"):
+        again.search("q1-0", deep_memory=True)
