@@ -27,7 +27,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--questions", type=int, default=200)
     parser.add_argument("--per-chunk", type=int, default=3)
-    parser.add_argument("--confidence", type=float, default=None, help="TrainConfig.confidence (default: its own)")
+    parser.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a TrainConfig option, e.g. --option confidence 1.0 (repeatable)")
     args = parser.parse_args()
     pooled: dict[str, dict[str, list[float]]] = {}
     print(f"{'seed':>4} {'kind':<12} {'n':>4}  " + "  ".join(f"{'R@' + str(k):>11}" for k in TOP_K))
@@ -43,8 +44,7 @@ def main() -> None:
                                                       per_chunk=args.per_chunk, progress=False)
             (tq, tr), (sq, sr) = split_questions(questions, relevance, 0.5, seed=seed)
             with contextlib.redirect_stdout(io.StringIO()):
-                options = {} if args.confidence is None else {"confidence": args.confidence}
-                db.deep_memory.train(tq, tr, seed=seed, **options)
+                db.deep_memory.train(tq, tr, seed=seed, **{k: float(v) for k, v in args.option})
                 report = db.deep_memory.evaluate(sq, sr)
             for kind, v in report["by chunk"].items():
                 row = pooled.setdefault(kind, {"n": [], **{f"recall@{k}": [] for k in TOP_K}})
