@@ -159,3 +159,23 @@ def test_a_damaged_model_pointer_does_not_break_opening_the_store(rotated_store)
     assert len(again) == len(db) and again.deep_memory.get_model() is None
     with pytest.raises(DeepMemoryError, match="files are damaged"):
         again.search("q1-0", deep_memory=True)
+
+
+def test_evaluate_prints_the_tutorial_table_and_breaks_down_by_chunk(rotated_store, capsys):
+    db = rotated_store
+    q, rel = RotatedTask.questions(TRAIN[:30] + UNSEEN[:20], [7])
+    only_plain = db.deep_memory.evaluate(q, rel, top_k=[1, 10])
+    out = capsys.readouterr().out
+    assert "No Deep Memory model is active" in out and set(only_plain) == {"without model"}
+    db.deep_memory.train(*RotatedTask.questions(TRAIN, [0, 1]), epochs=10)
+    report = db.deep_memory.evaluate(q, rel)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Embedding queries took ") and out[0].endswith(" seconds")
+    assert out[1] == "---- Evaluating without model ----" and out[8] == "---- Evaluating with model ----"
+    assert out[2].startswith("Recall@1:\t") and out[2].endswith("%") and out[7].startswith("Recall@100:\t")
+    assert set(report) == {"without model", "with model", "by chunk"}
+    assert set(report["with model"]) == {f"recall@{k}" for k in TOP_K} | {"mrr@10", "ndcg@10"}
+    assert all(0 <= v <= 1 for part in ("without model", "with model") for v in report[part].values())
+    by = report["by chunk"]
+    assert by["seen chunks"]["n"] == 30 and by["new chunks"]["n"] == 20
+    assert by["seen chunks"]["with model"]["recall@10"] > by["seen chunks"]["without model"]["recall@10"]
