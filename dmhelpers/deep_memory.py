@@ -189,7 +189,7 @@ class DeepMemory:
         corpus = self.store.embeddings
         out = []
         for row, pos in zip(labels, positives):
-            cand = np.array([c for c in row if c not in set(pos)], dtype=int)
+            cand = row[~np.isin(row, pos)]
             if len(cand):
                 dup = (corpus[cand] @ corpus[pos].T).max(axis=1) > threshold
                 cand = cand[~dup]
