@@ -21,14 +21,13 @@ class QueryAdapter(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 0) -> None:
         super().__init__()
-        self.hidden = hidden
         self.net = nn.Linear(dim, dim, bias=False) if hidden == 0 else nn.Sequential(
             nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim, bias=False))
         last = self.net if hidden == 0 else self.net[-1]
         nn.init.zeros_(last.weight)
 
-    def forward(self, q: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-        return nn.functional.normalize(q + alpha * self.net(q), dim=-1)
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(q + self.net(q), dim=-1)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The weights as NumPy arrays (for safetensors and the NumPy inference path)."""

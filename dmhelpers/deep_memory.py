@@ -304,6 +304,7 @@ class DeepMemory:
         ks = sorted({int(k) for k in top_k})
         if not ks or ks[0] < 1:
             raise InputError(f"top_k must hold positive whole numbers, got {list(top_k)}.")
+        scored_ks = [k for k in ks if k <= len(self.store)]  # a store of n chunks has no recall@k for k > n
         start = time.perf_counter()
         vectors = self.store.embedding.embed(queries)
         print(f"Embedding queries took {time.perf_counter() - start:.2f} seconds")
@@ -318,18 +319,16 @@ class DeepMemory:
         report: dict[str, Any] = {}
         for name, rows in ranked.items():
             print(f"---- Evaluating {name} ----")
-            report[name] = retrieval_metrics(rows, positives, [k for k in ks if k <= len(self.store)], grades)
-            for k in ks:
-                if f"recall@{k}" in report[name]:
-                    print(f"Recall@{k}:\t{100 * report[name][f'recall@{k}']:5.1f}%")
+            report[name] = retrieval_metrics(rows, positives, scored_ks, grades)
+            for k in scored_ks:
+                print(f"Recall@{k}:\t{100 * report[name][f'recall@{k}']:5.1f}%")
         if "with model" in ranked:
             trained = {self._row[c] for c in self._read_job(self._active[0]).get("trained_chunks", [])}
             kinds = {"seen chunks": [i for i, p in enumerate(positives) if set(p) <= trained],
                      "new chunks": [i for i, p in enumerate(positives) if not set(p) <= trained]}
             report["by chunk"] = {
                 kind: {"n": len(idx), **{name: retrieval_metrics([rows[i] for i in idx], [positives[i] for i in idx],
-                                                                 [k for k in ks if k <= len(self.store)],
-                                                                 [grades[i] for i in idx])
+                                                                 scored_ks, [grades[i] for i in idx])
                                          for name, rows in ranked.items()}}
                 for kind, idx in kinds.items() if idx}
         return report

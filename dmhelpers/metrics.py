@@ -30,7 +30,8 @@ def mrr_at_k(ranked: Sequence[Sequence], relevant: Sequence[Sequence], k: int = 
     """Mean reciprocal rank of the first relevant item within the top ``k`` (0 when none is found)."""
     scores = []
     for r, rel in zip(ranked, relevant):
-        hit = next((i for i, item in enumerate(r[:k]) if item in set(rel)), None)
+        wanted = set(rel)
+        hit = next((i for i, item in enumerate(r[:k]) if item in wanted), None)
         scores.append(0.0 if hit is None else 1.0 / (hit + 1))
     return float(np.mean(scores)) if scores else 0.0
 

@@ -127,11 +127,15 @@ class RotatedTask:
         return qs, [[(f"c{q[1:].split('-')[0]}", 1.0)] for q in qs]
 
 
-@pytest.fixture()
-def rotated_store(tmp_path):
+def build_rotated_store(path, task: RotatedTask):
+    """A store holding the task's chunks, with ids "c<i>"."""
     from dmhelpers import VectorStore
 
-    task = RotatedTask()
-    db = VectorStore(tmp_path / "rotated", embedding=task)
+    db = VectorStore(path, embedding=task)
     db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
     return db
+
+
+@pytest.fixture()
+def rotated_store(tmp_path):
+    return build_rotated_store(tmp_path / "rotated", RotatedTask())

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import HashEmbeddings, RotatedTask
+from conftest import HashEmbeddings, RotatedTask, build_rotated_store
 from safetensors.numpy import load_file
 
 from dmhelpers import DeepMemoryError, InputError, StoreError, VectorStore
@@ -54,8 +54,7 @@ def test_training_is_deterministic_and_restored_on_reopen(rotated_store, tmp_pat
 
 def test_identity_is_kept_when_nothing_beats_plain_search(tmp_path):
     task = RotatedTask(turn=0.0, noise=0.0)  # questions embed exactly onto their chunk: plain search is perfect
-    db = VectorStore(tmp_path / "s", embedding=task)
-    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
+    db = build_rotated_store(tmp_path / "s", task)
     job = db.deep_memory.train(*RotatedTask.questions(TRAIN[:50], [0, 1]), epochs=3)
     record = db.deep_memory.status(job)
     assert record["kept_identity"] and record["alpha"] == 0.0 and "kept the identity" in record["message"]
@@ -67,8 +66,7 @@ def test_a_prior_that_would_hurt_new_chunks_is_held_back(tmp_path):
     """Questions are noisy copies of their chunk (no map to learn): all a layer can learn is which chunks were
     asked about. The job must not end up worse than plain search on chunks it never saw, at any k."""
     task = RotatedTask(turn=0.0, noise=1.1)
-    db = VectorStore(tmp_path / "s", embedding=task)
-    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
+    db = build_rotated_store(tmp_path / "s", task)
     db.deep_memory.train(*RotatedTask.questions(TRAIN, [0, 1, 2]), epochs=20)
     q, rel = RotatedTask.questions(UNSEEN, [8, 9])
     for k in TOP_K:

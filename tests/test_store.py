@@ -11,6 +11,7 @@ import pytest
 from conftest import HashEmbeddings
 
 from dmhelpers import Document, InputError, StoreError, StoreLockedError, VectorStore
+from dmhelpers.metrics import exact_top_k
 
 TEXTS = [
     "ZipFile.read(name) returns the bytes of a member of a zip archive.",
@@ -83,7 +84,7 @@ def test_hnsw_agrees_with_exact_search(tmp_path):
     queries = data[:50] + 0.1 * rng.normal(size=(50, 32)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     labels, scores = db.knn(queries, k=10)
-    exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    exact = exact_top_k(queries, data, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(labels, exact)])
     assert recall >= 0.99
     np.testing.assert_allclose(scores[:, 0], (queries @ data[labels[:, 0]].T).diagonal(), rtol=1e-4, atol=1e-5)
