@@ -1,8 +1,15 @@
-"""The query adapter: a residual layer on query embeddings, ``q' = normalise(q + alpha * g(q) * f(q))``.
+"""The query adapter: ``q' = normalise(q + g(q) * (alpha * f(q) + beta * m(q)))`` on query embeddings.
 
-``f`` is a linear map (default) or a small MLP, with its last layer initialised at zero, so training
-starts from the identity (plain search). ``alpha`` and the gate ``g`` are chosen on held-out questions.
-Inference runs in NumPy: one small matrix product per query, no torch call on the search path.
+- ``f`` is a trained residual layer: a linear map (default) or a small MLP, with its last layer initialised at
+  zero, so training starts from the identity (plain search). It learns a better question-to-text match.
+- ``m`` is a memory of the training questions: attention with the training questions' vectors as keys and
+  their relevant chunks' vectors as values, ``m(q) = softmax(q . K / MEMORY_TEMPERATURE) @ V``. It carries
+  *which chunks people ask about*: a question like one asked in training is pulled toward that one's chunk.
+- ``g`` is a gate that trusts both only near what was trained on: it rises from 0 to 1 as the question's
+  highest cosine similarity to a training question rises past ``tau``.
+
+``alpha``, ``beta`` and ``tau`` are chosen on held-out questions (see :mod:`dmhelpers.training`). Inference runs
+in NumPy: a few small matrix products per query, no torch call on the search path.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ def adapter_delta(weights: dict[str, np.ndarray], q: np.ndarray) -> np.ndarray:
 
 
 GATE_WIDTH = 0.1  # the gate rises from 0 to 1 over this much cosine similarity above tau
+MEMORY_TEMPERATURE = 0.05  # the memory's attention: a training question 0.05 more similar weighs e times more
 
 
 def gate(similarity: np.ndarray, tau: float | None) -> np.ndarray:
@@ -52,18 +60,40 @@ def gate(similarity: np.ndarray, tau: float | None) -> np.ndarray:
     return np.clip((similarity - tau) / GATE_WIDTH, 0.0, 1.0).astype(np.float32)
 
 
-def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, tau: float | None = None,
-                  references: np.ndarray | None = None) -> np.ndarray:
-    """``normalise(q + alpha * g(q) * f(q))`` in NumPy: the search path of ``deep_memory=True``.
+def memory_values(corpus: np.ndarray, positives: list[list[int]], grades: list[list[float]]) -> np.ndarray:
+    """Per training question, the grade-weighted mean vector of its relevant chunks (normalised): ``V`` of ``m``."""
+    values = np.stack([np.average(corpus[p], axis=0, weights=g) for p, g in zip(positives, grades)])
+    return (values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
-    ``g`` is :func:`gate` of each question's highest cosine similarity to ``references`` (the training
-    questions), or 1 when ``tau`` is None.
+
+def memory(q: np.ndarray, keys: np.ndarray, values: np.ndarray, similarity: np.ndarray | None = None) -> np.ndarray:
+    """``m(q)``: attention over the training questions (``keys``) onto their chunks (``values``).
+
+    ``similarity`` is ``q @ keys.T`` when the caller already has it.
+    """
+    s = q @ keys.T if similarity is None else similarity
+    w = np.exp((s - s.max(axis=1, keepdims=True)) / MEMORY_TEMPERATURE)
+    return (w / w.sum(axis=1, keepdims=True)) @ values
+
+
+def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, tau: float | None = None,
+                  references: np.ndarray | None = None, beta: float = 0.0,
+                  values: np.ndarray | None = None) -> np.ndarray:
+    """``normalise(q + g(q) * (alpha * f(q) + beta * m(q)))`` in NumPy: the search path of ``deep_memory=True``.
+
+    ``references`` are the training questions' vectors (the gate's and the memory's keys), ``values`` their
+    chunks' (see :func:`memory_values`). ``g`` is :func:`gate` of each question's highest similarity to a
+    reference, or 1 when ``tau`` is None.
     """
     q = np.asarray(q, dtype=np.float32)
-    if alpha == 0.0:
+    if alpha == 0.0 and beta == 0.0:
         return q
-    scale = alpha if tau is None else alpha * gate((q @ references.T).max(axis=1), tau)[:, None]
-    out = q + scale * adapter_delta(weights, q)
+    similarity = q @ references.T if references is not None and (tau is not None or beta) else None
+    g = 1.0 if tau is None else gate(similarity.max(axis=1), tau)[:, None]
+    delta = alpha * adapter_delta(weights, q) if alpha else 0.0
+    if beta:
+        delta = delta + beta * memory(q, references, values, similarity)
+    out = q + g * delta
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 

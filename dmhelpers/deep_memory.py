@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from dmhelpers.adapter import apply_adapter, load_weights, save_weights
+from dmhelpers.adapter import apply_adapter, load_weights, memory_values, save_weights
 from dmhelpers.errors import DeepMemoryError, InputError, StoreError
 from dmhelpers.files import atomic_write_json
 from dmhelpers.metrics import TOP_K, retrieval_metrics
-from dmhelpers.training import Cancelled, TrainConfig, train_adapter
+from dmhelpers.training import Cancelled, TrainConfig, single_threaded, train_adapter
 
 if TYPE_CHECKING:
     from dmhelpers.store import VectorStore
@@ -57,9 +57,10 @@ class DeepMemory:
             return self._live[job_id]
         try:
             return json.loads(self._job_file(job_id).read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, TypeError):  # TypeError: job_id is not a string
             known = ", ".join(j["id"] for j in self._all_jobs()) or "none yet"
-            raise InputError(f"Unknown job id {job_id!r}. Jobs of this store: {known}.") from None
+            raise InputError(f"Unknown job id {job_id!r}. Pass one of this store's jobs "
+                             f"(db.deep_memory.list_jobs()): {known}.") from None
         except ValueError as exc:
             raise StoreError(f"The record of job {job_id} is damaged ({exc}). Train a new model.") from exc
 
@@ -98,7 +99,9 @@ class DeepMemory:
     def _load_model(self, job: dict[str, Any]) -> dict[str, Any]:
         weights = load_weights(self.folder / job["id"] / "adapter.safetensors")
         references = weights.pop("gate.references", None)
-        return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "references": references}
+        values = weights.pop("memory.values", None)
+        return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
+                "references": references, "values": values}
 
     def get_model(self) -> str | None:
         """The id of the active model's job, or None when deep memory is not trained."""
@@ -108,10 +111,15 @@ class DeepMemory:
         """Make a completed job's model the active one (checked against this store's embedder and corpus)."""
         job = self._read_job(job_id)
         if job["status"] != "completed":
-            raise InputError(f"Job {job_id} is {job['status']}, not completed: only a completed job has a model.")
+            raise InputError(f"Job {job_id} is {job['status']}, not completed: only a completed job has a model. "
+                             "Choose a completed job (db.deep_memory.list_jobs()), or train again.")
         self._check_model(job)
         self._guard_writable()
-        model = self._load_model(job)
+        try:
+            model = self._load_model(job)
+        except Exception as exc:  # missing or damaged adapter.safetensors
+            raise StoreError(f"The model files of job {job_id} are missing or damaged ({type(exc).__name__}: {exc}). "
+                             "Train a new model, or choose another job.") from exc
         atomic_write_json(self.folder / ACTIVE, {"job_id": job_id})
         self._active = (job_id, model)
 
@@ -125,7 +133,7 @@ class DeepMemory:
             raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
                                   f"relevance=...) first, or search with deep_memory=False.{why}")
         m = self._active[1]
-        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"])
+        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"])
 
     # ------------------------------------------------------------------ training
     def _guard_writable(self) -> None:
@@ -211,13 +219,21 @@ class DeepMemory:
             options: further :class:`~dmhelpers.training.TrainConfig` fields.
         """
         self._guard_writable()
+        known = list(TrainConfig.__dataclass_fields__)
+        if set(options) - set(known):
+            raise InputError(f"Unknown training option(s) {sorted(set(options) - set(known))}. Options: {known}.")
         try:
             cfg = TrainConfig(epochs=int(epochs), learning_rate=float(learning_rate), hidden=int(hidden),
                               seed=int(seed), **options)
-        except TypeError as exc:
-            raise InputError(f"Unknown training option: {exc}. Options: {list(TrainConfig.__dataclass_fields__)}.") from None
-        if cfg.epochs < 1 or cfg.learning_rate <= 0 or cfg.hidden < 0:
-            raise InputError("epochs must be >= 1, learning_rate > 0 and hidden >= 0.")
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"epochs, hidden and seed must be whole numbers and learning_rate a number ({exc}). "
+                             "Use e.g. EPOCHS = 30, LEARNING_RATE = 0.003.") from None
+        low = {"epochs": 1, "hidden": 0, "batch_size": 1, "folds": 2, "patience": 1, "hard_negatives": 0, "depth": 1}
+        bad = [f"{k}={getattr(cfg, k)!r}" for k in low if getattr(cfg, k) < low[k]]
+        bad += [f"{k}={getattr(cfg, k)!r}" for k in ("learning_rate", "temperature") if not getattr(cfg, k) > 0]
+        if bad:
+            raise InputError(f"Invalid training settings {', '.join(bad)}. Use epochs >= 1 (e.g. EPOCHS = 30), "
+                             f"learning_rate > 0 (e.g. LEARNING_RATE = 0.003), and for the others at least {low}.")
         queries, positives, grades = self._validate(queries, relevance)
         created = dt.datetime.now(dt.timezone.utc)
         job_id = f"job-{created.strftime('%Y%m%d-%H%M%S-%f')}"
@@ -225,7 +241,7 @@ class DeepMemory:
                "embedding": self.store.embedding.name, "dimension": self.store.embedding.dimension,
                "fingerprint": self.store.fingerprint, "n_queries": len(queries), "params": asdict(cfg),
                "trained_chunks": sorted({self.store.ids[p] for pos in positives for p in pos}),
-               "history": [], "alpha": 0.0, "gate": None, "message": ""}
+               "history": [], "alpha": 0.0, "beta": 0.0, "gate": None, "message": ""}
         (self.folder / job_id).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self._job_file(job_id), job)
         self._live[job_id] = job
@@ -256,13 +272,17 @@ class DeepMemory:
         try:
             vectors = self.store.embedding.embed(queries)
             negatives = self._mine_negatives(vectors, positives, cfg.hard_negatives, cfg.duplicate_threshold)
-            result = train_adapter(vectors, np.array(self.store.embeddings), positives, grades, negatives, cfg,
-                                   lambda v, k: self.store.knn(v, k)[0], progress, self._stop[job["id"]].is_set)
+            with single_threaded():
+                result = train_adapter(vectors, np.array(self.store.embeddings), positives, grades, negatives, cfg,
+                                       lambda v, k: self.store.knn(v, k)[0], progress, self._stop[job["id"]].is_set)
             weights = dict(result.weights)
-            if result.gate is not None:
-                weights["gate.references"] = vectors  # the gate compares new questions with these
+            if result.gate is not None or result.beta:
+                weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
+            if result.beta:
+                weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
             save_weights(self.folder / job["id"] / "adapter.safetensors", weights)
-            job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, gate=result.gate,
+            job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, beta=result.beta,
+                       gate=result.gate,
                        epochs_chosen=result.epochs,
                        history=result.history, validation=result.validation, kept_identity=result.kept_identity,
                        message=result.message, seconds=round(time.perf_counter() - start, 2))
@@ -301,9 +321,11 @@ class DeepMemory:
         relevant chunks were among the chunks the model was trained on ("seen chunks") or not ("new chunks").
         """
         queries, positives, grades = self._validate(queries, relevance, minimum=1)
-        ks = sorted({int(k) for k in top_k})
-        if not ks or ks[0] < 1:
-            raise InputError(f"top_k must hold positive whole numbers, got {list(top_k)}.")
+        ks = list(top_k) if isinstance(top_k, (list, tuple, set, range, np.ndarray)) else []
+        if not ks or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in ks):
+            raise InputError(f"top_k must be a list of positive whole numbers, got {top_k!r}. Use e.g. "
+                             "top_k=[1, 3, 5, 10, 50, 100].")
+        ks = sorted({int(k) for k in ks})
         scored_ks = [k for k in ks if k <= len(self.store)]  # a store of n chunks has no recall@k for k > n
         start = time.perf_counter()
         vectors = self.store.embedding.embed(queries)
@@ -383,7 +405,8 @@ def format_status(job: dict[str, Any]) -> str:
         n = ", ".join(f"{count} {kind}" for kind, count in v["n"].items())
         rows.append(("measured on", f"{v['folds']}-fold held-out training questions ({n} chunks)"))
         gate = "no gate" if job.get("gate") is None else f"gate tau={job['gate']:.1f}"
-        rows.append(("model", f"alpha={job['alpha']:.1f}, {gate}, {job.get('epochs_chosen', 0)} epochs"))
+        rows.append(("model", f"layer alpha={job['alpha']:.1f} ({job.get('epochs_chosen', 0)} epochs), "
+                              f"memory beta={job.get('beta', 0.0):.1f}, {gate}"))
     out = [line, f"|{job['id']:^{width - 2}}|", line]
     for key, value in rows:
         out.append(f"| {key:<11} | {value:<{width - 18}} |")

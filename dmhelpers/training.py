@@ -7,8 +7,9 @@ the training questions: in each fold some chunks are held out entirely ("new": a
 some questions are held out whose chunks stay in training ("seen"). Pooled over the folds, these choose
 
 - the number of epochs (the folds train in lockstep and stop early when nothing improves),
-- the layer's strength ``alpha`` in ``q' = normalise(q + alpha * g(q) * f(q))``, and
-- a gate ``g(q)`` that trusts the layer only near what it was trained on: ``g`` rises from 0 to 1 as the
+- the strengths ``alpha`` of the trained layer ``f`` and ``beta`` of the memory ``m`` in
+  ``q' = normalise(q + g(q) * (alpha * f(q) + beta * m(q)))`` (see :mod:`dmhelpers.adapter`), and
+- a gate ``g(q)`` that trusts both only near what was trained on: ``g`` rises from 0 to 1 as the
   question's highest cosine similarity to a training question rises past ``tau`` (no gate: ``g = 1``),
 
 to gain as much as possible while doing no worse than plain search at any k on either kind of question.
@@ -17,14 +18,16 @@ is then trained on all training questions with the chosen settings.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from dmhelpers.adapter import GATE_WIDTH, QueryAdapter, adapter_delta, gate
+from dmhelpers.adapter import GATE_WIDTH, QueryAdapter, adapter_delta, gate, memory, memory_values
 from dmhelpers.metrics import TOP_K
 
 Search = Callable[[np.ndarray, int], np.ndarray]  # (query vectors, k) -> row positions of the k nearest chunks
@@ -44,8 +47,9 @@ class TrainConfig:
     folds: int = 4  # grouped cross-validation folds that choose epochs, alpha and the gate
     patience: int = 5  # stop when the best held-out setting has not improved for this many epochs
     depth: int = 128  # held-out ranks are exact within each question's plain top ``depth`` (see _Scorer)
-    alphas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    gates: tuple[float | None, ...] = (None, 0.3, 0.4, 0.5, 0.6, 0.7)  # tau values; None = no gate
+    alphas: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # strengths of the trained layer f
+    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # strengths of the memory m
+    gates: tuple[float | None, ...] = (None, 0.5, 0.6, 0.7)  # tau values; None = no gate
     confidence: float = 2.0  # on new-chunk questions, the change must be >= 0 even this many standard errors below
     seed: int = 0
 
@@ -55,6 +59,7 @@ class TrainResult:
     weights: dict[str, np.ndarray]
     alpha: float
     gate: float | None
+    beta: float
     epochs: int
     history: list[dict[str, float]]
     validation: dict[str, Any] = field(default_factory=dict)
@@ -138,69 +143,101 @@ class _Trainer:
 class _Scorer:
     """Held-out questions: how many relevant chunks each adapter setting ranks within each top k.
 
+    ``references`` and ``values`` are the fold's training questions and their chunks: the gate's and the
+    memory's keys and values, as they would be for a model trained on that fold.
+
     Ranks are counted among candidates: the question's plain top ``depth`` (so plain-search ranks are exact)
     and every chunk labelled relevant in training (what a learned prior pulls up). A chunk outside both that
     an adapter lifts into the top 100 is not counted, which at worst flatters a setting on a rare question.
-    A ranking does not change when a query vector is rescaled, so the scores of ``q + a * f(q)`` are
-    ``S0 + a * (f(q) . e)`` with no normalisation, and every (alpha, gate) setting costs one comparison.
+    A ranking does not change when a query vector is rescaled, so the scores of ``q + g * (a * f(q) + b * m(q))``
+    are ``S0 + g * (a * (f(q) . e) + b * (m(q) . e))`` with no normalisation, and every setting costs one
+    comparison.
     """
 
     def __init__(self, queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], idx: np.ndarray,
-                 references: np.ndarray, search: Search, trained: np.ndarray, depth: int) -> None:
+                 references: np.ndarray, values: np.ndarray, search: Search, trained: np.ndarray, depth: int) -> None:
         self.rows = np.array([r for r, i in enumerate(idx) for _ in positives[i]], dtype=int)
         cols = np.array([c for i in idx for c in positives[i]], dtype=int)
         self.share = np.array([1 / len(positives[i]) for i in idx for _ in positives[i]])
         self.ks = np.array([k for k in TOP_K if k <= len(corpus)])
         self.queries = queries[idx]
-        self.similarity = (self.queries @ references.T).max(axis=1) if len(references) else np.zeros(len(idx))
+        similarity = self.queries @ references.T
+        self.similarity = similarity.max(axis=1) if len(references) else np.zeros(len(idx))
         top = search(self.queries, min(depth, len(corpus)))[self.rows]  # (pairs, depth)
         self.top_vecs = corpus[top]  # (pairs, depth, dim)
         self.trained_vecs = corpus[trained]
         self.pos_vecs = corpus[cols]
         q = self.queries[self.rows]
-        self.top_ok = top != cols[:, None]
-        self.trained_ok = (trained[None, :] != cols[:, None]) & ~(trained[None, :, None] == top[:, None, :]).any(axis=2)
-        self.base_parts = self._parts(q)
-        self.base_in = self._within(self.base_parts, np.zeros(len(self.rows)), self.base_parts)
+        top_ok = top != cols[:, None]
+        trained_ok = (trained[None, :] != cols[:, None]) & ~(trained[None, :, None] == top[:, None, :]).any(axis=2)
+        # Scores of every candidate minus the positive's; a candidate that is the positive itself never counts.
+        self.base_rel = np.where(np.concatenate([top_ok, trained_ok], axis=1), self._relative(q), -np.inf)
+        self.base_in = (self.base_rel > 0).sum(axis=1)[None, :] < self.ks[:, None]
         self.base = np.array([self.share[inside].sum() for inside in self.base_in])
+        self.memory_rel = (self._relative(memory(self.queries, references, values, similarity)[self.rows])
+                           if len(references) else np.zeros_like(self.base_rel))
 
     def __len__(self) -> int:
         return len(self.queries)
 
-    def _parts(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Scores of the positive, the question's top candidates and the trained chunks, for per-pair vectors."""
-        return ((vectors * self.pos_vecs).sum(axis=1), np.einsum("pd,pkd->pk", vectors, self.top_vecs),
-                vectors @ self.trained_vecs.T)
+    def _relative(self, vectors: np.ndarray) -> np.ndarray:
+        """Per pair, ``vector . candidate - vector . positive`` for the top and the trained candidates."""
+        pos = (vectors * self.pos_vecs).sum(axis=1)
+        cand = np.concatenate([np.einsum("pd,pkd->pk", vectors, self.top_vecs), vectors @ self.trained_vecs.T], axis=1)
+        return cand - pos[:, None]
 
-    def _within(self, base, scale: np.ndarray, delta) -> np.ndarray:
-        """For each k and pair: is the positive within the top k for ``q + scale * f(q)``?"""
-        pos = base[0] + scale * delta[0]
-        above = ((base[1] + scale[:, None] * delta[1] > pos[:, None]) & self.top_ok).sum(axis=1)
-        above += ((base[2] + scale[:, None] * delta[2] > pos[:, None]) & self.trained_ok).sum(axis=1)
-        return above[None, :] < self.ks[:, None]
+    def grid(self, weights: dict[str, np.ndarray], combos: list[tuple[float, float, float | None]]) -> np.ndarray:
+        """Per (alpha, beta, tau) in ``combos``: relevant chunks found, and those plain search found but this
+        setting lost, per k: shape ``(len(combos), 2, len(ks))``.
 
-    def grid(self, weights: dict[str, np.ndarray], alphas, gates) -> dict[tuple[float, float | None], np.ndarray]:
-        """Per (alpha, tau): relevant chunks found, and those plain search found but this setting lost, per k."""
-        delta = self._parts(adapter_delta(weights, self.queries)[self.rows])
-        out = {}
-        for tau in gates:
+        For each (beta, tau) the memory's share is added once; a candidate that stays above (or below) the
+        positive for every alpha is counted once, and only the rest are compared per alpha.
+        """
+        delta = self._relative(adapter_delta(weights, self.queries)[self.rows])
+        spread = np.abs(delta)
+        groups: dict[tuple[float, float | None], list[int]] = {}
+        for c, (a, b, tau) in enumerate(combos):
+            groups.setdefault((b, tau), []).append(c)
+        out = np.zeros((len(combos), 2, len(self.ks)))
+        n = len(self.rows)
+        for (b, tau), members in groups.items():
             g = gate(self.similarity, tau)[self.rows]
-            for a in alphas:
-                inside = self._within(self.base_parts, a * g, delta)
-                out[(a, tau)] = np.stack([(self.share * inside).sum(axis=1),
-                                          (self.share * (self.base_in & ~inside)).sum(axis=1)])
+            shifted = self.base_rel + (np.float32(b) * g)[:, None] * self.memory_rel
+            bound = np.float32(max(combos[c][0] for c in members)) * g[:, None] * spread
+            always = (shifted - bound > 0).sum(axis=1)
+            pair, cand = np.nonzero((shifted + bound > 0) & (shifted - bound <= 0))
+            s_u, d_u, g_u = shifted[pair, cand], delta[pair, cand], g[pair]
+            for c in members:
+                above = always + np.bincount(pair, weights=s_u + np.float32(combos[c][0]) * g_u * d_u > 0, minlength=n)
+                inside = above[None, :] < self.ks[:, None]
+                out[c] = np.stack([(self.share * inside).sum(axis=1), (self.share * (self.base_in & ~inside)).sum(axis=1)])
         return out
 
 
 def _not_worse(recall: np.ndarray, lost: np.ndarray, base: np.ndarray, n: int, z: float) -> np.ndarray:
-    """True where the paired change in recall (model minus plain search, per question) is not below zero by
-    more than ``z`` standard errors at every k: a drop too small to see in the held-out questions is not enough
-    to be sure of no harm, so the setting must not even look like it is dropping."""
+    """True where a setting is not worse than plain search at any k, with a margin against chance.
+
+    Per k, the questions it lost (found by plain search, not by the setting) must be outweighed by those it
+    gained even when the loss rate is ``z`` standard errors higher than observed: a setting that loses a few
+    held-out questions and gains as many may lose more on the next ones, so it does not qualify. With no
+    losses, any gain or a tie qualifies.
+    """
     diff = recall - base
-    gained = diff + lost
-    variance = np.maximum(gained + lost - diff ** 2, 0.0)  # per-question changes are -1, 0 or +1 (fractional for many)
-    lower = diff - z * np.sqrt(variance / max(n, 1))
-    return np.all(lower >= -1e-9, axis=-1)
+    margin = z * np.sqrt(np.maximum(lost * (1 - lost), 0.0) / max(n, 1))
+    return np.all(diff - margin >= -1e-9, axis=-1)
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch and NumPy's BLAS on one thread: training works on small matrices, where a second thread costs
+    more in hand-offs than it saves, and many times more when the cores are busy with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], grades: list[list[float]],
@@ -221,10 +258,11 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
     rng = np.random.default_rng(cfg.seed)
     folds = make_folds(positives, cfg.folds, rng)
     trained = np.unique(np.concatenate([np.array(p, dtype=int) for p in positives]))
-    combos = [(a, t) for t in cfg.gates for a in cfg.alphas]
+    combos = [(a, b, t) for t in cfg.gates for b in cfg.betas for a in cfg.alphas if a or b]
     runs = []
     for fit, seen, new in folds:
-        scorers = {k: _Scorer(queries, corpus, positives, idx, queries[fit], search, trained, cfg.depth)
+        values = memory_values(corpus, [positives[i] for i in fit], [grades[i] for i in fit])
+        scorers = {k: _Scorer(queries, corpus, positives, idx, queries[fit], values, search, trained, cfg.depth)
                    for k, idx in (("seen", seen), ("new", new)) if len(idx)}
         runs.append((_Trainer(queries, corpus, positives, grades, negatives, fit, cfg), scorers))
     kinds = [k for k in ("seen", "new") if any(k in sc for _, sc in runs)]
@@ -244,8 +282,7 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
             losses.append(trainer.epoch())
             weights = trainer.model.to_arrays()
             for k, sc in scorers.items():
-                grid = sc.grid(weights, cfg.alphas, cfg.gates)
-                found[k] += np.array([grid[c] for c in combos])
+                found[k] += sc.grid(weights, combos)
         recall = {k: found[k][:, 0] / n_kind[k] for k in kinds}
         ok = np.all([_not_worse(recall[k], found[k][:, 1] / n_kind[k], base[k], n_kind[k],
                                 cfg.confidence if k == "new" else 0.0) for k in kinds], axis=0)
@@ -265,18 +302,20 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
                   "model": best.get("model", {k: as_dict(base[k]) for k in kinds})}
     if best["epoch"] == 0:
         progress(1.0, history[-1])
-        return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, None, 0, history, validation,
-                           True, "No setting beat plain search on held-out questions without losing at some k; "
+        return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, None, 0.0, 0, history,
+                           validation, True, "No setting beat plain search on held-out questions without losing at some k; "
                            "kept the identity (deep memory = plain search).")
-    (alpha, tau), epochs = best["combo"], best["epoch"]
+    (alpha, beta, tau), epochs = best["combo"], best["epoch"]
     final = _Trainer(queries, corpus, positives, grades, negatives, np.arange(len(positives)), cfg)
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, epochs + 1 if alpha else 1):  # a memory-only model needs no trained layer
         loss = final.epoch()
         progress((len(folds) * cfg.epochs + epoch) / units, {"epoch": epoch, "loss": loss})
         if should_stop():
             raise Cancelled()
     progress(1.0, history[-1])
     gate_text = "no gate" if tau is None else f"gate from similarity {tau:.1f} to a training question (width {GATE_WIDTH})"
-    return TrainResult(final.model.to_arrays(), float(alpha), tau, epochs, history, validation, False,
-                       f"Chose {epochs} epochs, alpha={alpha:.1f} and {gate_text} by {len(folds)}-fold grouped "
+    layer = f"{epochs} epochs of the layer with alpha={alpha:.1f}" if alpha else "no trained layer (alpha=0)"
+    return TrainResult(final.model.to_arrays(), float(alpha), tau, float(beta), epochs if alpha else 0, history,
+                       validation, False,
+                       f"Chose {layer}, memory beta={beta:.1f} and {gate_text} by {len(folds)}-fold grouped "
                        f"cross-validation, then trained on all {len(positives)} questions.")

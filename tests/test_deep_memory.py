@@ -33,6 +33,41 @@ def test_adapter_learns_a_linear_map_and_helps_seen_and_unseen_chunks(rotated_st
     assert [h["epoch"] for h in record["history"]] == list(range(1, 16))
 
 
+class PairedTask(RotatedTask):
+    """Questions about chunk i cluster around a random point unrelated to the chunk: no map can be learned,
+    only *which chunk people mean* by questions like these, which is what the memory holds."""
+
+    name = "test/paired-32"
+
+    def embed(self, texts):
+        out = []
+        for t in texts:
+            if t.startswith("q"):
+                i, s = map(int, t[1:].split("-"))
+                center = np.random.default_rng(10_000 + i).normal(size=self.dimension)
+                extra = np.random.default_rng(s * 1000 + i).normal(size=self.dimension)
+                out.append(center / np.linalg.norm(center) + 0.3 * extra / np.sqrt(self.dimension))
+            else:
+                out.append(self.corpus[int(t[1:])])
+        out = np.array(out, dtype=np.float32).reshape(len(texts), self.dimension)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def test_memory_learns_which_chunks_people_ask_about_and_leaves_new_chunks_alone(tmp_path):
+    db = build_rotated_store(tmp_path / "s", PairedTask())
+    job = db.deep_memory.train(*RotatedTask.questions(TRAIN[:100], [0, 1, 2]), epochs=3)
+    record = db.deep_memory.status(job)
+    assert record["beta"] > 0 and record["gate"] is not None, record["message"]
+    seen_q, seen_rel = RotatedTask.questions(TRAIN[:100], [7])
+    base, model = recall_at(db, seen_q, seen_rel, False, 1), recall_at(db, seen_q, seen_rel, True, 1)
+    assert base < 0.05 and model > 0.9, (base, model)
+    new_q, new_rel = RotatedTask.questions(UNSEEN, [7])
+    for k in TOP_K:
+        assert recall_at(db, new_q, new_rel, True, k) >= recall_at(db, new_q, new_rel, False, k), k
+    weights = load_file(str(db.path / "deep_memory" / job / "adapter.safetensors"))
+    assert weights["memory.values"].shape == (300, 32) and weights["gate.references"].shape == (300, 32)
+
+
 def test_training_is_deterministic_and_restored_on_reopen(rotated_store, tmp_path):
     db = rotated_store
     q, rel = RotatedTask.questions(TRAIN[:60], [0, 1])
