@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import numbers
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import httpx
 from bs4 import BeautifulSoup
@@ -39,6 +41,13 @@ def _prefix(url: str) -> tuple[str, str, str]:
     return parts.scheme, parts.netloc, folder
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether a URL path lies under ``folder`` once percent-escapes and dot segments are resolved
+    (``/docs/%2e%2e/secret.html`` is ``/secret.html``, which a server serves from outside ``/docs/``)."""
+    resolved = posixpath.normpath(unquote(path) or "/")
+    return (resolved.rstrip("/") + "/").startswith(folder)
+
+
 def _check_url(url: str) -> str:
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         raise InputError(f"{url!r} is not an http(s) URL. Pass e.g. 'https://docs.python.org/3/library/', a local "
@@ -53,7 +62,7 @@ def extract_links(html: str, page_url: str) -> list[str]:
     for a in BeautifulSoup(html, "html.parser").find_all("a", href=True):
         link, _ = urldefrag(urljoin(page_url, a["href"].strip()))
         parts = urlsplit(link)
-        if parts.scheme == scheme and parts.netloc == host and parts.path.startswith(folder) and link != page_url:
+        if parts.scheme == scheme and parts.netloc == host and _inside(parts.path, folder) and link != page_url:
             seen.setdefault(link, None)
     return list(seen)
 
@@ -61,6 +70,8 @@ def extract_links(html: str, page_url: str) -> list[str]:
 def get_all_links(url: str, timeout: float = 10.0) -> list[str]:
     """Fetch ``url`` and return the links on it that stay on the site (see :func:`extract_links`)."""
     _check_url(url)
+    if not isinstance(timeout, numbers.Real) or not timeout > 0:
+        raise InputError(f"timeout must be a positive number of seconds, got {timeout!r}. Use e.g. timeout=10.")
     try:
         response = httpx.get(url, timeout=timeout, follow_redirects=True, headers={"User-Agent": USER_AGENT})
         response.raise_for_status()
@@ -96,8 +107,17 @@ async def aload_pages(urls: Sequence[str], concurrency: int = 8, timeout: float 
     """Asynchronous :func:`load_pages`."""
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency)
+    hosts = {httpx.URL(u).netloc for u in urls}
+    folder = posixpath.commonpath([_prefix(u)[2] for u in urls] or ["/"]).rstrip("/") + "/"
+
+    async def stay_on_site(request: httpx.Request) -> None:  # every request, each redirect too, before it is sent
+        if request.url.scheme not in ("http", "https") or request.url.netloc not in hosts \
+                or not _inside(urlsplit(str(request.url)).path, folder):
+            raise CrawlError(f"redirected off the site (outside {folder}) to {request.url}")
+
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, limits=limits,
-                                 headers={"User-Agent": USER_AGENT}) as client:
+                                 headers={"User-Agent": USER_AGENT},
+                                 event_hooks={"request": [stay_on_site]}) as client:
         tasks = [asyncio.ensure_future(_fetch(client, u, gate, max_bytes)) for u in urls]
         bar = tqdm(total=len(tasks), desc="Loading pages", disable=not progress)
         for task in asyncio.as_completed(tasks):
@@ -131,11 +151,17 @@ def load_pages(urls: Sequence[str], concurrency: int = 8, timeout: float = 10.0,
     Raises:
         CrawlError: when no page loads.
     """
+    if isinstance(urls, str):
+        raise InputError("load_pages() takes a list of URLs, got a single string. Wrap it: load_pages([url]).")
     urls = [_check_url(u) for u in dict.fromkeys(urls)]
     if not urls:
         raise CrawlError("There are no URLs to load. Check the links step found pages (get_all_links).")
-    if concurrency < 1 or timeout <= 0 or max_bytes < 1 or (max_pages is not None and max_pages < 1):
-        raise InputError("concurrency, timeout, max_bytes and max_pages must be positive (MAX_PAGES = None loads all).")
+    limits = {"concurrency": concurrency, "timeout": timeout, "max_bytes": max_bytes, "max_pages": max_pages}
+    bad = [f"{k}={v!r}" for k, v in limits.items() if not (v is None and k == "max_pages") and not (
+        isinstance(v, numbers.Real if k == "timeout" else numbers.Integral) and not isinstance(v, bool) and v > 0)]
+    if bad:
+        raise InputError(f"{', '.join(bad)}: concurrency, max_bytes and max_pages must be positive whole numbers and "
+                         "timeout a positive number of seconds. Use e.g. MAX_PAGES = 20 (None loads all).")
     urls = urls[:max_pages]
     run = aload_pages(urls, concurrency, timeout, max_bytes, progress)
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from bs4 import BeautifulSoup
 from pydoc_data.topics import topics as LANGUAGE_TOPICS
 
-from dmhelpers.errors import CrawlError
+from dmhelpers.errors import CrawlError, InputError
 from dmhelpers.files import atomic_write_text
 
 # Standard-library modules that import with no GUI, no network and no side effects,
@@ -151,10 +151,13 @@ def open_site(base_url: str | None, cache: str | Path = "python-docs") -> Iterat
         base_url: ``None`` for the offline default, a path to a folder of HTML files, or an http(s) URL.
         cache: folder where the offline Python docs are rendered (built once, then reused).
     """
+    if base_url is not None and not isinstance(base_url, (str, Path)):
+        raise InputError(f"BASE_URL must be None, an http(s) URL or a folder of HTML files, got {base_url!r}. "
+                         "Use BASE_URL = None for the offline Python docs.")
     if base_url is None:
         with serve_folder(build_python_docs(cache)) as url:
             yield url
-    elif re.match(r"https?://", base_url):
+    elif re.match(r"https?://", str(base_url)):
         yield base_url
     else:
         with serve_folder(base_url) as url:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dmhelpers.errors import EmbeddingError, InputError
+from dmhelpers.errors import EmbeddingError, InputError, redact
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -177,7 +177,7 @@ class OpenAIEmbeddings:
             except EmbeddingError:
                 raise
             except Exception as exc:
-                raise EmbeddingError(f"The embeddings server failed for model {self.name!r}: {exc}. "
+                raise EmbeddingError(f"The embeddings server failed for model {self.name!r}: {redact(str(exc))}. "
                                      "Check OPENAI_API_KEY, OPENAI_BASE_URL and the model name.") from exc
             out.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         vectors = _normalise(np.array(out, dtype=np.float32))
@@ -192,7 +192,8 @@ def get_embedding(name: str) -> Embedder:
     (``text-embedding-*``) gives :class:`OpenAIEmbeddings`.
     """
     if not isinstance(name, str) or not name.strip():
-        raise InputError(f"EMBEDDING must be 'local' or a model name, got {name!r}.")
+        raise InputError(f"EMBEDDING must be 'local' or a model name, got {name!r}. Use EMBEDDING = 'local' for the "
+                         "offline default, or e.g. 'text-embedding-3-small' with OPENAI_API_KEY set.")
     if name == "local":
         return LocalEmbeddings()
     if name.startswith("text-embedding-") or name in OPENAI_DIMENSIONS:

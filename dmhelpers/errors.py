@@ -1,6 +1,8 @@
 """Errors that name the problem and the fix. All derive from ``DeepMemoryError`` and a builtin type."""
 from __future__ import annotations
 
+import os
+
 
 class DeepMemoryError(Exception):
     """Base class for every error ``dmhelpers`` raises on purpose."""
@@ -24,3 +26,10 @@ class InputError(DeepMemoryError, ValueError):
 
 class EmbeddingError(DeepMemoryError, RuntimeError):
     """An embedder could not be loaded or called."""
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of ``OPENAI_API_KEY`` masked, for messages that quote a server's reply: some servers
+    echo the key they were sent, and an error message ends up in a notebook's outputs."""
+    key = os.environ.get("OPENAI_API_KEY", "")
+    return text.replace(key, "***") if len(key) >= 4 else text

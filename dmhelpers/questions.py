@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dmhelpers.errors import DeepMemoryError, InputError
+from dmhelpers.errors import DeepMemoryError, InputError, redact
 
 OFFLINE = "offline"
 LAMBDA = 0.8  # weight of the chunk's own language model in the query-term mixture; the rest is collection noise
@@ -437,6 +437,9 @@ class _Cache:
         self.path, self.model = Path(path), model
         self.known: dict[tuple[str, str], str] = {}
         self._file = None
+        if self.path.is_dir():
+            raise InputError(f"cache={str(path)!r} is a folder; it must be a file path. Pass e.g. "
+                             f"{str(self.path / 'llm-cache.jsonl')!r}.")
         if self.path.exists():
             for line in self.path.read_text("utf-8", errors="replace").splitlines():
                 try:
@@ -470,6 +473,10 @@ class _Cache:
             self._file.close()
 
 
+class _BadReply(Exception):
+    """A reply that is not a chat completion at all; counted like an unusable answer and asked again."""
+
+
 class _ChatWriter:
     """Asks a chat model for one question per chunk, falling back from json_schema to json_object once."""
 
@@ -493,7 +500,11 @@ class _ChatWriter:
         unusable replies."""
         reason = ""
         for _ in range(1 + CONTENT_RETRIES):
-            message = self._complete(text, avoid)
+            try:
+                message = self._complete(text, avoid)
+            except _BadReply as exc:
+                reason = str(exc)
+                continue
             if message is None:
                 reason = "the reply had no choices"
             elif getattr(message, "refusal", None):
@@ -520,14 +531,20 @@ class _ChatWriter:
                     self.response_format = JSON_OBJECT  # for the rest of the run
                     continue
                 raise QuestionGenerationError(
-                    f"The server rejected a request for model {self.model!r}: {exc}. Check LLM (the model name) "
-                    f"and OPENAI_BASE_URL.{self.resume}") from exc
+                    f"The server rejected a request for model {self.model!r}: {redact(str(exc))}. Check LLM (the "
+                    f"model name) and OPENAI_BASE_URL.{self.resume}") from exc
             except self.openai.APIError as exc:  # what is left after the client's own retries
                 raise QuestionGenerationError(
-                    f"The chat server failed for model {self.model!r}: {exc}. Check OPENAI_API_KEY, OPENAI_BASE_URL "
-                    f"and the model name, or wait out a rate limit.{self.resume}") from exc
+                    f"The chat server failed for model {self.model!r}: {redact(str(exc)).rstrip('.')}. Check "
+                    f"OPENAI_API_KEY, OPENAI_BASE_URL and the model name, or wait out a rate limit.{self.resume}"
+                ) from exc
+            except ValueError as exc:  # a reply whose body is not JSON (json.JSONDecodeError): asked again
+                raise _BadReply(f"the server's reply was not JSON ({exc})") from exc
+            choices = getattr(response, "choices", None)
+            if not isinstance(choices, list):  # e.g. an HTML page from a proxy, which the client returns as a str
+                raise _BadReply(f"the server's reply was not a chat completion: {str(response)[:80]!r}")
             self.answered = True
-            return response.choices[0].message if response.choices else None
+            return choices[0].message if choices else None
         raise QuestionGenerationError(f"The server rejected json_schema and json_object output for model "
                                       f"{self.model!r}. Use a model that can reply in JSON, or LLM = 'offline'.")
 
@@ -539,9 +556,9 @@ def _check_inputs(texts: Sequence[str], ids: Sequence[str], n: int, llm: str) ->
     if not isinstance(llm, str) or not llm.strip():
         raise InputError(f"llm must be 'offline' or a chat model name such as 'gpt-4o-mini', got {llm!r}. "
                          "Use LLM = 'offline' to simulate questions without a model.")
-    if isinstance(texts, str) or isinstance(ids, str):
-        raise InputError("texts and ids must be lists (one entry per chunk), got a single string. "
-                         "Pass the store's db.texts and db.ids.")
+    if isinstance(texts, str) or isinstance(ids, str) or texts is None or ids is None:
+        raise InputError(f"texts and ids must be lists (one entry per chunk), got {type(texts).__name__} and "
+                         f"{type(ids).__name__}. Pass the store's db.texts and db.ids.")
     texts, ids = list(texts), list(ids)
     if len(texts) != len(ids):
         raise InputError(f"texts and ids must have the same length, got {len(texts)} texts and {len(ids)} ids. "
@@ -673,7 +690,7 @@ def split_questions(questions: Sequence[str], relevance: Relevance, train_fracti
     """A seeded random split by question into ``(train_questions, train_relevance), (test_questions, test_relevance)``."""
     if len(questions) != len(relevance):
         raise InputError(f"Got {len(questions)} questions but {len(relevance)} relevance lists; pass one per question.")
-    if not 0 < train_fraction < 1:
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not 0 < train_fraction < 1:
         raise InputError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}. "
                          "Use e.g. TRAIN_FRACTION = 0.5.")
     order = random.Random(seed).sample(range(len(questions)), len(questions))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -105,7 +106,9 @@ class VectorStore:
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self.path} is a file, not a store folder. Choose another STORE_PATH.")
-            if self.path.is_dir() and any(p.name != ".lock" for p in self.path.iterdir()) and not overwrite:
+            # The lock and snapshot folders a crash in the very first write leaves behind are the store's own.
+            ours = lambda p: re.fullmatch(rf"\.lock|(\.tmp-)?v\d{{6}}|\.{POINTER}\.\w+\.tmp", p.name)  # noqa: E731
+            if self.path.is_dir() and not all(ours(p) for p in self.path.iterdir()) and not overwrite:
                 raise StoreError(f"{self.path} is a folder that holds other files but no store. Choose an empty "
                                  "or new folder for STORE_PATH, or pass overwrite=True to build the store there "
                                  "anyway (the other files are left as they are).")
@@ -224,6 +227,12 @@ class VectorStore:
         hits = self.search_vectors(vectors, k)
         return hits[0] if single else hits
 
+    def as_retriever(self, k: int = 10, deep_memory: bool = False):
+        """A LangChain retriever of this store's top ``k`` chunks (see :mod:`dmhelpers.retrieval`)."""
+        from dmhelpers.retrieval import make_retriever
+
+        return make_retriever(self, k, deep_memory)
+
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Nearest chunks to each row of ``vectors`` (already embedded with this store's embedder)."""
         labels, scores = self.knn(vectors, k)
@@ -266,8 +275,9 @@ class VectorStore:
         if self.read_only:
             raise StoreError(f"The store at {self.path} was opened with read_only=True. Open it with "
                              "read_only=False to add texts.")
-        if isinstance(texts, str):
-            raise InputError("add_texts() takes a list of texts, got a single string. Wrap it: add_texts([text]).")
+        if isinstance(texts, str) or texts is None:
+            what = "a single string" if isinstance(texts, str) else "None"
+            raise InputError(f"add_texts() takes a list of texts, got {what}. Wrap one text: add_texts([text]).")
         texts = list(texts)
         if not texts:
             raise InputError("add_texts() got no texts. Check the crawl and split steps produced chunks.")
@@ -275,6 +285,11 @@ class VectorStore:
             if not isinstance(t, str) or not t.strip():
                 raise InputError(f"Text {i} is {'empty' if isinstance(t, str) else type(t).__name__}: every text "
                                  "must be a non-empty string. Drop empty chunks before adding.")
+        metadatas = metadatas if metadatas is None or isinstance(metadatas, (str, dict)) else list(metadatas)
+        if isinstance(metadatas, (str, dict)) or any(m is not None and not isinstance(m, dict)
+                                                     for m in metadatas or ()):
+            raise InputError("metadatas must be a list with one dict (or None) per text. Pass e.g. "
+                             "metadatas=[{'source': url}, ...], or None.")
         metadatas = [{} for _ in texts] if metadatas is None else [dict(m or {}) for m in metadatas]
         if len(metadatas) != len(texts):
             raise InputError(f"Got {len(texts)} texts but {len(metadatas)} metadatas; pass one dict per text.")
@@ -300,7 +315,7 @@ class VectorStore:
             if len(ids) != len(texts):
                 raise InputError(f"Got {len(texts)} texts but {len(ids)} ids; pass one id per text, or ids=None.")
             if any(not isinstance(i, str) or not i for i in ids):
-                raise InputError("Every id must be a non-empty string.")
+                raise InputError("Every id must be a non-empty string. Pass string ids, or ids=None to generate them.")
             seen: set[str] = set()
             dupes = sorted({i for i in ids if i in seen or seen.add(i)} | (set(ids) & existing))
             if dupes:
@@ -310,9 +325,10 @@ class VectorStore:
 
     def _commit(self, texts: list[str], metadatas: list[dict[str, Any]], ids: list[str], vectors: np.ndarray) -> None:
         """Write the current contents plus the new rows as a new snapshot, then switch the pointer."""
-        if vectors.shape != (len(texts), self.embedding.dimension):
+        if vectors.shape != (len(texts), self.embedding.dimension) or not np.isfinite(vectors).all():
             raise StoreError(f"The embedder returned vectors of shape {vectors.shape}, expected "
-                             f"{(len(texts), self.embedding.dimension)}.")
+                             f"{(len(texts), self.embedding.dimension)} finite values. Fix its embed() (one vector "
+                             "of its dimension per text, no NaN), or use another embedder.")
         self.path.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.path / ".lock", timeout=0)
         try:
@@ -382,3 +398,5 @@ class VectorStore:
             if p.is_dir() and (p.name.startswith(".tmp-v") or (p.name.startswith("v") and p.name != current
                                                                and p.name[1:].isdigit())):
                 shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() and p.name.startswith(f".{POINTER}.") and p.name.endswith(".tmp"):  # a torn pointer write
+                p.unlink(missing_ok=True)

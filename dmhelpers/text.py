@@ -1,6 +1,7 @@
 """HTML to readable text (``html2text``) and recursive character splitting into chunks that keep their source."""
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,9 +34,22 @@ def page_title(html: str) -> str:
     return ""
 
 
+class _Converter(html2text.HTML2Text):
+    """``html2text`` that keeps paragraphs inside a table cell (or after a stray ``<td>``) apart by a space:
+    plain ``html2text`` glues them into one word ("first paragraphsecond")."""
+
+    def handle_tag(self, tag: str, attrs: dict, start: bool) -> None:
+        super().handle_tag(tag, attrs, start)
+        if tag in ("p", "div") and self.split_next_td:
+            self.o(" ")
+
+
 def html_to_text(html: str) -> str:
     """Readable text of an HTML page: ``html2text`` markdown without link targets or images, tidied."""
-    converter = html2text.HTML2Text()
+    if not isinstance(html, str):
+        raise InputError(f"html_to_text() takes a page's HTML as a str, got {type(html).__name__}. Pass the "
+                         "decoded text, e.g. page.html or data.decode('utf-8').")
+    converter = _Converter()
     converter.body_width = 0  # no hard wrapping: lines end where the author's paragraphs end
     converter.ignore_links = True
     converter.ignore_images = True
@@ -52,19 +66,30 @@ def split_documents(documents: Iterable[Document], chunk_size: int = 1000,
 
     Each chunk keeps its document's metadata plus ``chunk`` (its position within the document).
     """
-    if chunk_size <= 0:
-        raise InputError(f"chunk_size must be positive, got {chunk_size}. Use e.g. CHUNK_SIZE = 1000.")
-    if not 0 <= chunk_overlap < chunk_size:
+    whole = lambda x: isinstance(x, numbers.Integral) and not isinstance(x, bool)  # noqa: E731
+    if not whole(chunk_size) or chunk_size <= 0:
+        raise InputError(f"chunk_size must be positive, got {chunk_size!r} (a whole number of characters). "
+                         "Use e.g. CHUNK_SIZE = 1000.")
+    if not whole(chunk_overlap) or not 0 <= chunk_overlap < chunk_size:
         raise InputError(f"chunk_overlap must be >= 0 and smaller than chunk_size ({chunk_size}), "
-                         f"got {chunk_overlap}. Use e.g. CHUNK_OVERLAP = {chunk_size // 10}.")
+                         f"got {chunk_overlap!r}. Use e.g. CHUNK_OVERLAP = {chunk_size // 10}.")
+    if isinstance(documents, (str, Document)):
+        raise InputError(f"split_documents() takes a list of Documents, got a single {type(documents).__name__}. "
+                         "Wrap it: split_documents([Document(text, metadata)]).")
+    documents = list(documents)
+    bad = next((d for d in documents if not isinstance(getattr(d, "page_content", None), str)), None)
+    if bad is not None:
+        raise InputError(f"split_documents() needs Documents with a str .page_content, got {type(bad).__name__}. "
+                         "Make them with Document(text, metadata) or pages_to_documents(pages).")
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=chunk_size, chunk_overlap=chunk_overlap, separators=SEPARATORS, keep_separator="end",
         strip_whitespace=True,
     )
     chunks: list[Document] = []
     for doc in documents:
-        for i, piece in enumerate(splitter.split_text(doc.page_content)):
-            chunks.append(Document(piece, {**doc.metadata, "chunk": i}))
+        pieces = [p for p in splitter.split_text(doc.page_content) if p.strip()]  # runs of blanks longer than a chunk
+        for i, piece in enumerate(pieces):
+            chunks.append(Document(piece, {**(doc.metadata or {}), "chunk": i}))
     return chunks
 
 

@@ -10,6 +10,7 @@ import functools
 import http.server
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class HashEmbeddings:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for i, t in enumerate(texts):
             for w in t.lower().split():
-                out[i, hash(w) % self._dimension] += 1.0
+                out[i, zlib.crc32(w.encode()) % self._dimension] += 1.0  # not hash(): it differs per process
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
