@@ -10,15 +10,20 @@ from dmhelpers.errors import (CrawlError, DeepMemoryError, EmbeddingError, Input
                               StoreLockedError)
 from dmhelpers.questions import (QuestionGenerationError, generate_questions, load_questions, save_questions,
                                  split_questions)
+from dmhelpers.ragas_eval import context_recall
 from dmhelpers.record import read_records, record
+from dmhelpers.retrieval import Answer, DeepMemoryRetriever, answer
 from dmhelpers.seed import set_random_seed
 from dmhelpers.store import Hit, VectorStore
+from dmhelpers.tokens import count_tokens, get_encoding
 from dmhelpers.text import Document, html_to_text, page_title, split_documents, unique_documents
 
 __all__ = [
-    "BUNDLED_MODEL", "DEFAULT_MODULES", "CrawlError", "DeepMemoryError", "Document", "EmbeddingError", "Hit",
-    "InputError", "LocalEmbeddings", "OpenAIEmbeddings", "Page", "QuestionGenerationError", "StoreError", "StoreLockedError", "VectorStore",
-    "build_python_docs", "extract_links", "generate_questions", "get_all_links", "get_embedding", "html_to_text",
-    "load_pages", "load_questions", "open_site", "page_title", "pages_to_documents", "read_records", "record",
-    "save_questions", "serve_folder", "set_random_seed", "split_documents", "split_questions", "unique_documents",
+    "Answer", "BUNDLED_MODEL", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError", "DeepMemoryRetriever",
+    "Document", "EmbeddingError", "Hit", "InputError", "LocalEmbeddings", "OpenAIEmbeddings", "Page",
+    "QuestionGenerationError", "StoreError", "StoreLockedError", "VectorStore", "answer", "build_python_docs",
+    "context_recall", "count_tokens", "extract_links", "generate_questions", "get_all_links", "get_embedding",
+    "get_encoding", "html_to_text", "load_pages", "load_questions", "open_site", "page_title",
+    "pages_to_documents", "read_records", "record", "save_questions", "serve_folder", "set_random_seed",
+    "split_documents", "split_questions", "unique_documents",
 ]

@@ -63,22 +63,47 @@ def clean(path: str | Path) -> None:
     Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", "utf-8")
 
 
+def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> str:
+    """The end of ``make run``: the headline numbers, each next to its baseline, and the time of each notebook."""
+    by_number = {name[:2]: rec for name, rec in records.items()}
+    lines = ["Summary (offline default)"]
+    if "chunks" in by_number.get("01", {}):
+        lines.append(f"  chunks in the store:       {by_number['01']['chunks']:,}")
+    if "n_questions" in by_number.get("02", {}):
+        r = by_number["02"]
+        lines.append(f"  questions:                 {r['n_questions']} ({r['n_train']} train, {r['n_test']} test)")
+    ev = by_number.get("03", {})
+    if ev.get("with_model"):
+        lines.append(f"  Recall@10 on test questions: {ev['without_model']['recall@10']:.0%} without -> "
+                     f"{ev['with_model']['recall@10']:.0%} with Deep Memory")
+        for kind, row in ev.get("by_chunk", {}).items():
+            lines.append(f"    {kind + ' (' + str(row['n']) + ')':<22} {row['without model']['recall@10']:.0%} -> "
+                         f"{row['with model']['recall@10']:.0%}")
+    cost = by_number.get("05", {})
+    if "tokens_saved_per_1000" in cost:
+        lines.append(f"  prompt tokens saved per 1,000 questions: {cost['tokens_saved_per_1000']:,.0f} (deep memory at "
+                     f"k={cost['k_deep']} vs plain search at k={cost['baseline_k']}, same recall; "
+                     f"${cost['dollars_saved_per_1000']:.2f} at ${cost['price_per_mtok']}/M tokens)")
+    lines.append("  time: " + ", ".join(f"{name[:2]} {sec:.0f} s" for name, sec in seconds.items())
+                 + f"; total {sum(seconds.values()):.0f} s")
+    return "\n".join(lines)
+
+
 def run_all(out: Path, folder: str | Path = "notebooks") -> None:
     """Run every numbered notebook in order on its defaults, writing executed copies and figures to ``out``."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
-    summary: dict[str, Any] = {}
+    records: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     for nb in numbered_notebooks(folder):
         params = {"FIGURE_DIR": str(figures)} if "FIGURE_DIR" in notebook_parameters(nb) else {}
         start = time.perf_counter()
         print(f"running {nb.name} ...", flush=True)
-        summary[nb.stem] = execute(nb, out / nb.name, params)
-        print(f"  done in {time.perf_counter() - start:.0f} s", flush=True)
-    print("\nSummary")
-    for name, values in summary.items():
-        shown = ", ".join(f"{k}={v}" for k, v in values.items() if not isinstance(v, (list, dict)))
-        print(f"  {name}: {shown}")
+        records[nb.stem] = execute(nb, out / nb.name, params)
+        seconds[nb.stem] = time.perf_counter() - start
+        print(f"  done in {seconds[nb.stem]:.0f} s", flush=True)
+    print("\n" + summarise(records, seconds))
     print(f"\nExecuted notebooks: {out}/\nFigures: {figures}/")
 
 

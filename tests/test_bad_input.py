@@ -31,6 +31,8 @@ from conftest import HashEmbeddings
 from dmhelpers import (CrawlError, DeepMemoryError, Document, EmbeddingError, InputError, LocalEmbeddings,
                        OpenAIEmbeddings, StoreError, VectorStore, generate_questions, get_all_links, get_embedding,
                        html_to_text, load_pages, open_site, set_random_seed, split_documents, split_questions)
+from dmhelpers import answer, context_recall, get_encoding
+from dmhelpers.cost import cost_curve, savings
 from dmhelpers.questions import QuestionGenerationError
 
 EMBEDDER = "test/hash-64"
@@ -43,6 +45,7 @@ TEXTS = [f"Chunk {i} explains how the standard library handles {TOPICS[i % 10]} 
 IDS = [f"c{i}" for i in range(40)]
 QUESTIONS = [f"How do I work with {TOPICS[i % 10]} in case {i}?" for i in range(20)]
 RELEVANCE = [[(f"c{i}", 1.0)] for i in range(20)]
+CURVE = {"k": [1, 2], "recall": [0.2, 0.4], "prompt_tokens": [100.0, 200.0]}
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -291,6 +294,39 @@ CASES: list[Case] = [
     Case("set_model/job-record-damaged", lambda e: e.db.deep_memory.set_model(e.job), StoreError,
          r"The record of job .* is damaged", r"Train a new model",
          prepare=lambda e: (e.job_dir / "job.json").write_text("{torn")),
+    # --- retriever and answers (notebook 04's K and LLM)
+    Case("retriever/k-zero", lambda e: e.db.as_retriever(k=0), InputError,
+         r"k must be a positive whole number of chunks", r"Use e\.g\. k=10"),
+    Case("retriever/deep-memory-without-a-model", lambda e: e.db.as_retriever(k=5, deep_memory=True), InputError,
+         r"needs a trained model", r"run db\.deep_memory\.train\(\.\.\.\) first .*or use deep_memory=False",
+         prepare=lambda e: (e.path / "deep_memory" / "ACTIVE").unlink()),
+    Case("answer/empty-question", lambda e: answer("   ", e.db.as_retriever()), InputError,
+         r"needs a non-empty question", r"non-empty question"),
+    Case("answer/a-store-not-a-retriever", lambda e: answer("How do I read csv rows?", e.db), InputError,
+         r"needs a retriever", r"db\.as_retriever\(k=\.\.\., deep_memory=\.\.\.\)"),
+    Case("answer/llm-without-key", lambda e: (e.monkeypatch.delenv("OPENAI_API_KEY", raising=False),
+                                              answer("How?", e.db.as_retriever(), llm="gpt-4o-mini"))[1],
+         InputError, r"needs OPENAI_API_KEY", r"use LLM = 'offline' for extractive answers"),
+    # --- cost and tokens (notebook 05's MAX_K, BASELINE_K, PRICE_PER_MTOK, PRICE_MODEL)
+    Case("cost/k-beyond-the-store", lambda e: cost_curve(e.db, QUESTIONS, RELEVANCE, [1, 41], False,
+                                                           get_encoding("cl100k_base")), InputError,
+         r"ks must be whole numbers from 1 to the store's 40 chunks", r"from 1 to"),
+    Case("cost/baseline-k-not-measured", lambda e: savings(CURVE, CURVE, 10, 0.15), InputError,
+         r"BASELINE_K=10 is not among the measured k", r"add it to the k values"),
+    Case("cost/negative-price", lambda e: savings(CURVE, CURVE, 2, -1.0), InputError,
+         r"PRICE_PER_MTOK must be a price per million input tokens", r">= 0"),
+    Case("tokens/unknown-tokenizer", lambda e: get_encoding("my-own-model"), InputError,
+         r"Unknown tokenizer 'my-own-model'", r"Use an encoding .*or an OpenAI model name"),
+    # --- RAGAS context recall (notebook 03's RAGAS_K and LLM)
+    Case("ragas/unknown-chunk", lambda e: context_recall(e.db, ["How?"], [[("c999", 1.0)]]), InputError,
+         r"chunk ids not in this store, e\.g\. 'c999'", r"Use questions made for this store"),
+    Case("ragas/k-zero", lambda e: context_recall(e.db, QUESTIONS, RELEVANCE, k=0), InputError,
+         r"k must be a positive whole number", r"chunks to retrieve"),
+    Case("ragas/mismatched-lists", lambda e: context_recall(e.db, QUESTIONS, RELEVANCE[:3]), InputError,
+         r"one relevance list per question", r"as load_questions returns them"),
+    Case("ragas/llm-without-key", lambda e: (e.monkeypatch.delenv("OPENAI_API_KEY", raising=False),
+                                             context_recall(e.db, QUESTIONS, RELEVANCE, llm="gpt-4o-mini"))[1],
+         InputError, r"needs OPENAI_API_KEY", r"use LLM = 'offline' for ragas' non-LLM metrics"),
 ]
 
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import NOTEBOOKS
 
 from dmhelpers import VectorStore, load_questions
-from dmhelpers.notebooks import execute
+from dmhelpers.notebooks import execute, summarise
 
 PAGES = ("abc.html", "argparse.html", "array.html", "base64.html", "bisect.html", "bz2.html")  # the first 6 links
 
@@ -53,3 +53,62 @@ def test_02_writes_questions_trains_and_saves_the_split(run, notebook_02):
     assert rec["status"] == "completed" and db.deep_memory.get_model() == rec["job_id"]
     assert 0 <= rec["alpha"] <= 1 and rec["validation"]["n"]["new"] > 0
     assert (run / "figures" / "02_training_curve.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def notebook_03(run, notebook_02):
+    return execute(NOTEBOOKS / "03_evaluation.ipynb", run / "03.ipynb", {
+        "STORE_PATH": str(run / "store"), "FIGURE_DIR": str(run / "figures"), "TOP_K": [1, 3, 5, 10, 50],
+    })
+
+
+def test_03_records_recall_with_and_without_the_model(run, notebook_03):
+    rec = notebook_03
+    assert rec["n_test"] == 45 and rec["has_model"] and rec["top_k"] == [1, 3, 5, 10, 50]
+    for mode in ("without_model", "with_model"):
+        assert set(rec[mode]) == {f"recall@{k}" for k in (1, 3, 5, 10, 50)} | {"mrr@10", "ndcg@10"}
+        assert all(0.0 <= v <= 1.0 for v in rec[mode].values())
+    assert rec["with_model"]["recall@10"] >= rec["without_model"]["recall@10"]
+    assert sum(row["n"] for row in rec["by_chunk"].values()) == 45
+    ragas = rec["ragas"]["scores"]
+    assert set(ragas) == {"non_llm_context_recall", "id_based_context_recall"}
+    assert ragas["id_based_context_recall"]["with model"] == pytest.approx(rec["with_model"]["recall@10"])
+    assert all(0.0 <= v <= 1.0 for row in ragas.values() for v in row.values())
+    for figure in ("03_recall_at_k.png", "03_rank_change.png"):
+        assert (run / "figures" / figure).stat().st_size > 10_000
+
+
+def test_04_answers_with_and_without_deep_memory(run, notebook_02):
+    rec = execute(NOTEBOOKS / "04_inference.ipynb", run / "04.ipynb", {"STORE_PATH": str(run / "store"), "K": 5})
+    test_q, _ = load_questions(run / "store" / "questions" / "test.jsonl")
+    assert rec["question"] in test_q and rec["k"] == 5 and rec["n_test"] == 45
+    assert 0 <= rec["in_context_plain"] <= 45 and rec["in_context_deep"] >= rec["in_context_plain"] - 2
+    assert rec["answer_kind"] == "extractive"
+
+
+@pytest.fixture(scope="module")
+def notebook_05(run, notebook_02):
+    return execute(NOTEBOOKS / "05_cost.ipynb", run / "05.ipynb", {
+        "STORE_PATH": str(run / "store"), "BASELINE_K": 10, "MAX_K": 12, "FIGURE_DIR": str(run / "figures")})
+
+
+def test_05_finds_the_k_deep_memory_needs_and_the_tokens_saved(run, notebook_05):
+    rec = notebook_05
+    assert rec["encoding"] == "o200k_base" and rec["baseline_k"] == 10
+    assert rec["k_deep"] is not None and rec["k_deep"] <= 10
+    assert rec["tokens_saved_per_1000"] >= 0 and rec["dollars_saved_per_1000"] == pytest.approx(
+        rec["tokens_saved_per_1000"] / 1e6 * rec["price_per_mtok"])
+    assert rec["deep"]["recall"][rec["k_deep"] - 1] >= rec["target_recall"]
+    assert (run / "figures" / "05_cost.png").stat().st_size > 10_000
+
+
+def test_the_run_summary_reports_each_headline_next_to_its_baseline(notebook_01, notebook_02, notebook_03, notebook_05):
+    records = {"01_dataset_creation": notebook_01, "02_query_synthesis_and_training": notebook_02,
+               "03_evaluation": notebook_03, "05_cost": notebook_05}
+    text = summarise(records, {name: 1.0 for name in records})
+    r10 = notebook_03["without_model"]["recall@10"], notebook_03["with_model"]["recall@10"]
+    assert f"chunks in the store:       {notebook_01['chunks']:,}" in text
+    assert "questions:                 90 (45 train, 45 test)" in text
+    assert f"Recall@10 on test questions: {r10[0]:.0%} without -> {r10[1]:.0%} with Deep Memory" in text
+    assert f"{notebook_05['tokens_saved_per_1000']:,.0f} (deep memory at k={notebook_05['k_deep']}" in text
+    assert "total 4 s" in text

@@ -1,0 +1,132 @@
+"""Retrieval for RAG: a LangChain retriever over a store, and answers grounded in the chunks it returns.
+
+    retriever = db.as_retriever(k=10, deep_memory=True)
+    docs = retriever.invoke("How do I read a zip file?")      # LangChain Documents with source, id and score
+    result = answer("How do I read a zip file?", retriever)   # extractive offline, or a chat model's answer
+
+The retriever is a real ``langchain_core`` retriever, so it drops into LangChain chains (the tutorial's
+``RetrievalQA``); the notebooks themselves need no LangChain.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from dmhelpers.errors import InputError, redact
+
+if TYPE_CHECKING:
+    from dmhelpers.store import VectorStore
+
+
+class DeepMemoryRetriever(BaseRetriever):
+    """The top ``k`` chunks of a :class:`~dmhelpers.VectorStore` for a question, with or without deep memory."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    store: Any  # a VectorStore (typed loosely: pydantic cannot validate it)
+    k: int = 10
+    deep_memory: bool = False
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [_document(h) for h in self.store.search(query, k=self.k, deep_memory=self.deep_memory)]
+
+    def batch(self, inputs: list[str], config: Any = None, **kwargs: Any) -> list[list[Document]]:
+        """Several questions at once: embedded and searched as one batch (LangChain's default runs them one by
+        one in threads). Callbacks are not run on this path."""
+        if not inputs:
+            return []
+        return [[_document(h) for h in hits] for hits in self.store.search(list(inputs), k=self.k,
+                                                                            deep_memory=self.deep_memory)]
+
+
+def _document(hit) -> Document:
+    return Document(page_content=hit.text, metadata={**hit.metadata, "id": hit.id, "score": hit.score})
+
+
+def make_retriever(store: VectorStore, k: int = 10, deep_memory: bool = False) -> DeepMemoryRetriever:
+    """Checked construction for :meth:`VectorStore.as_retriever`."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive whole number of chunks to retrieve, got {k!r}. Use e.g. k=10.")
+    if deep_memory and store.deep_memory.get_model() is None:
+        raise InputError("as_retriever(deep_memory=True) needs a trained model: run db.deep_memory.train(...) first "
+                         "(notebook 02), or use deep_memory=False.")
+    return DeepMemoryRetriever(store=store, k=k, deep_memory=bool(deep_memory))
+
+
+@dataclass
+class Answer:
+    """An answer with the chunks it came from. ``kind`` is "extractive" (offline) or "generated" (a chat model)."""
+
+    text: str
+    kind: str
+    sources: list[str]
+    documents: list[Document] = field(repr=False)
+    prompt_tokens: int | None = None
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=[-*#|])")
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences (and list items, table rows) of a chunk, with runs of whitespace made single spaces."""
+    return [" ".join(s.split()) for s in _SENTENCE.split(text) if len(s.strip()) > 20]
+
+
+def extractive_answer(question: str, documents: list[Document], embedder, n_sentences: int = 3) -> str:
+    """The ``n_sentences`` sentences of ``documents`` closest to the question (by embedding), in their order."""
+    candidates = [(d, s) for d in documents for s in _sentences(d.page_content)]
+    if not candidates:
+        return ""
+    q = embedder.embed([question])[0]
+    vectors = embedder.embed([s for _, s in candidates])
+    best = sorted(np.argsort(-(vectors @ q), kind="stable")[:n_sentences])
+    return " ".join(candidates[i][1] for i in best)
+
+
+SYSTEM_PROMPT = ("Answer the question using only the numbered context chunks. Cite the chunks you used as [1], "
+                 "[2], ... If the context does not contain the answer, say so.")
+
+
+def build_messages(question: str, documents: list[Document]) -> list[dict[str, str]]:
+    """The chat messages a RAG answer sends: the instructions, the numbered chunks with their sources, the question."""
+    context = "\n\n".join(f"[{i}] ({d.metadata.get('source', d.metadata['id'])})\n{d.page_content}"
+                          for i, d in enumerate(documents, 1))
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+
+
+def answer(question: str, retriever: DeepMemoryRetriever, llm: str = "offline", n_sentences: int = 3) -> Answer:
+    """Answer ``question`` from the chunks ``retriever`` returns.
+
+    Offline (``llm="offline"``): extractive, the sentences of the retrieved chunks closest to the question,
+    labelled as such. With a chat model name: the model's answer grounded in the numbered chunks.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise InputError("answer() needs a non-empty question.")
+    if not isinstance(retriever, DeepMemoryRetriever):
+        raise InputError("answer() needs a retriever from db.as_retriever(k=..., deep_memory=...).")
+    documents = retriever.invoke(question)
+    sources = list(dict.fromkeys(d.metadata.get("source", d.metadata["id"]) for d in documents))
+    if llm == "offline":
+        text = extractive_answer(question, documents, retriever.store.embedding, n_sentences)
+        return Answer(text, "extractive", sources, documents)
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise InputError(f"LLM = {llm!r} needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL for an "
+                         "OpenAI-compatible server). Set it, or use LLM = 'offline' for extractive answers.")
+    import openai
+
+    try:
+        reply = openai.OpenAI().chat.completions.create(model=llm, messages=build_messages(question, documents))
+    except openai.OpenAIError as exc:
+        raise InputError(f"The chat model {llm!r} could not answer: {redact(str(exc))}. Check the model name, "
+                         "OPENAI_API_KEY and OPENAI_BASE_URL, or use LLM = 'offline'.") from None
+    usage = getattr(reply, "usage", None)
+    return Answer(reply.choices[0].message.content or "", "generated", sources, documents,
+                  getattr(usage, "prompt_tokens", None))
