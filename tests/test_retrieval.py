@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
+import json
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,61 @@ def test_ragas_id_based_context_recall_equals_recall_at_k(rotated_store, capsys)
     assert ids["with model"] > ids["without model"]
     for mode in ids:  # a retrieved relevant chunk is an exact string match, so the string metric is never lower
         assert ids[mode] <= ragas["scores"]["non_llm_context_recall"][mode] <= 1.0
+
+
+class _FakeChat(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible /v1/chat/completions: ragas' context-recall prompt gets two statements, one attributed;
+    anything else gets a fixed answer. Request bodies are kept for the test to read."""
+
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bodies.append(body)
+        if "attributed" in json.dumps(body):
+            content = json.dumps({"classifications": [
+                {"statement": "one", "reason": "in the context", "attributed": 1},
+                {"statement": "two", "reason": "not in the context", "attributed": 0}]})
+        else:
+            content = "Open it with ZipFile and call read() [1]."
+        raw = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                          "choices": [{"index": 0, "finish_reason": "stop",
+                                       "message": {"role": "assistant", "content": content}}],
+                          "usage": {"prompt_tokens": 123, "completion_tokens": 9, "total_tokens": 132}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def fake_chat(monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    _FakeChat.bodies = []
+    yield _FakeChat.bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_chat_model_answers_from_the_numbered_chunks(small_store, fake_chat):
+    retriever = small_store.as_retriever(k=2)
+    result = answer(QUESTIONS[0], retriever, llm="fake-model")
+    assert result.kind == "generated" and result.text.startswith("Open it with ZipFile") and result.prompt_tokens == 123
+    sent = fake_chat[0]["messages"]
+    assert sent == build_messages(QUESTIONS[0], retriever.invoke(QUESTIONS[0])) and fake_chat[0]["model"] == "fake-model"
+    assert "[1] (https://docs.example/0.html)" in sent[1]["content"]
+
+
+def test_ragas_llm_context_recall_goes_through_the_chat_model(small_store, fake_chat, capsys):
+    report = context_recall(small_store, QUESTIONS, [[("c0", 1.0)], [("c1", 1.0)]], k=2, llm="fake-model")
+    assert report["scores"] == {"context_recall": {"without model": 0.5}}  # one of two statements attributed
+    assert len(fake_chat) == 2 and "LLM judge fake-model" in capsys.readouterr().out
+    prompt = json.dumps(fake_chat[0])
+    assert TEXTS[0][:40] in prompt  # the relevant chunk's text is the reference
