@@ -109,7 +109,7 @@ class DeepMemory:
 
     def set_model(self, job_id: str) -> None:
         """Make a completed job's model the active one (checked against this store's embedder and corpus)."""
-        job = self._read_job(job_id)
+        job = self._current(self._read_job(job_id))
         if job["status"] != "completed":
             raise InputError(f"Job {job_id} is {job['status']}, not completed: only a completed job has a model. "
                              "Choose a completed job (db.deep_memory.list_jobs()), or train again.")

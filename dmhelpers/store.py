@@ -218,7 +218,7 @@ class VectorStore:
         corpus vectors and the index are the same either way.
         """
         single = isinstance(query, str)
-        queries = [query] if single else list(query)
+        queries = [query] if single else list(query) if isinstance(query, (list, tuple)) else []
         if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InputError("search() needs a non-empty question or a list of non-empty questions.")
         vectors = self.embedding.embed(queries)

@@ -294,6 +294,11 @@ CASES: list[Case] = [
     Case("set_model/job-record-damaged", lambda e: e.db.deep_memory.set_model(e.job), StoreError,
          r"The record of job .* is damaged", r"Train a new model",
          prepare=lambda e: (e.job_dir / "job.json").write_text("{torn")),
+    Case("search/none", lambda e: e.db.search(None), InputError,
+         r"search\(\) needs a non-empty question", r"or a list of non-empty questions"),
+    Case("set_model/interrupted-job", lambda e: e.db.deep_memory.set_model(e.failed_job), InputError,
+         r"is interrupted, not completed", r"Choose a completed job",
+         prepare=lambda e: edit_json(e.path / "deep_memory" / e.failed_job / "job.json", status="training")),
     # --- retriever and answers (notebook 04's K and LLM)
     Case("retriever/k-zero", lambda e: e.db.as_retriever(k=0), InputError,
          r"k must be a positive whole number of chunks", r"Use e\.g\. k=10"),
