@@ -76,7 +76,10 @@ def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> 
     if ev.get("with_model"):
         lines.append(f"  Recall@10 on test questions: {ev['without_model']['recall@10']:.0%} without -> "
                      f"{ev['with_model']['recall@10']:.0%} with Deep Memory")
-        for kind, row in ev.get("by_chunk", {}).items():
+        for kind in ("seen chunks", "new chunks"):
+            if kind not in ev.get("by_chunk", {}):
+                continue
+            row = ev["by_chunk"][kind]
             lines.append(f"    {kind + ' (' + str(row['n']) + ')':<22} {row['without model']['recall@10']:.0%} -> "
                          f"{row['with model']['recall@10']:.0%}")
     cost = by_number.get("05", {})
