@@ -1,6 +1,11 @@
 """Run the notebooks with papermill on CI-sized parameters, in order, and assert on what they recorded."""
 from __future__ import annotations
 
+import http.server
+import json
+import re
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,3 +117,46 @@ def test_the_run_summary_reports_each_headline_next_to_its_baseline(notebook_01,
     assert f"Recall@10 on test questions: {r10[0]:.0%} without -> {r10[1]:.0%} with Deep Memory" in text
     assert f"{notebook_05['tokens_saved_per_1000']:,.0f} (deep memory at k={notebook_05['k_deep']}" in text
     assert "total 4 s" in text
+
+
+class _QuestionServer(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that writes one question per chunk; it echoes the key it was sent in
+    a header, as a careless proxy might."""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        words = re.findall(r"[A-Za-z_]{4,}", body["messages"][-1]["content"])
+        question = f"Where do the docs explain {words[-1]} and {words[len(words) // 2]}?"
+        raw = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                          "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                              "role": "assistant", "content": json.dumps({"question": question})}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Echo", self.headers.get("Authorization", ""))
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_02_with_a_chat_model_writes_the_key_nowhere(run, notebook_01, tmp_path, monkeypatch):
+    key = "sk-test-FAKEKEY0123456789abcdef"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuestionServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", key)  # the kernel papermill starts inherits the environment
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    store = tmp_path / "store"
+    shutil.copytree(run / "store", store)
+    try:
+        rec = execute(NOTEBOOKS / "02_query_synthesis_and_training.ipynb", tmp_path / "02.ipynb", {
+            "STORE_PATH": str(store), "N_QUESTIONS": 30, "QUESTIONS_PER_CHUNK": 1, "LLM": "fake-model", "EPOCHS": 2})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rec["n_questions"] == 30 and (store / "questions" / "llm-cache-fake-model.jsonl").exists()
+    written = [p for p in [tmp_path / "02.ipynb", *store.rglob("*")] if p.is_file()]
+    assert len(written) > 10
+    for path in written:
+        assert key.encode() not in path.read_bytes() and b"FAKEKEY" not in path.read_bytes(), path
