@@ -7,7 +7,7 @@ export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test notebooks clean
+.PHONY: setup run test notebooks bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,16 @@ test: setup
 # Re-execute the committed notebooks on their defaults and strip run-specific metadata (before committing).
 notebooks: setup
 	$(PY) -m dmhelpers.notebooks refresh
+
+# Benchmarks (bench/*.py), each printing a table: about 14 min on 2 cores once data/bench-cache/ exists. The first
+# run also collects and embeds ~100k real passages into it (10-30 min) and builds data/store if it is missing.
+bench: setup
+	test -f data/store/STORE || $(PY) -m dmhelpers.notebooks run
+	$(PY) bench/bench_embeddings.py
+	$(PY) bench/bench_search.py
+	$(PY) bench/bench_deep_memory.py --profile
+	$(PY) bench/bench_quality.py
+	$(PY) bench/bench_run.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -89,12 +89,22 @@ def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, t
     if alpha == 0.0 and beta == 0.0:
         return q
     similarity = q @ references.T if references is not None and (tau is not None or beta) else None
-    g = 1.0 if tau is None else gate(similarity.max(axis=1), tau)[:, None]
-    delta = alpha * adapter_delta(weights, q) if alpha else 0.0
+    if tau is None:
+        rows, g = slice(None), 1.0
+    else:  # only questions near a training question change; the rest skip the layer and the memory
+        g_all = gate(similarity.max(axis=1), tau)
+        rows = np.flatnonzero(g_all)
+        if not len(rows):
+            return q
+        g, similarity = g_all[rows, None], similarity[rows]
+    part = q[rows]
+    delta = alpha * adapter_delta(weights, part) if alpha else 0.0
     if beta:
-        delta = delta + beta * memory(q, references, values, similarity)
-    out = q + g * delta
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        delta = delta + beta * memory(part, references, values, similarity)
+    changed = part + g * delta
+    out = q.copy()
+    out[rows] = changed / np.maximum(np.linalg.norm(changed, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def save_weights(path: str | Path, weights: dict[str, np.ndarray]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -372,6 +373,7 @@ class VectorStore:
             index.init_index(max_elements=len(all_vectors), **self.params)
         index.set_num_threads(1)  # one thread: the same inputs always give the same graph
         index.add_items(all_vectors[keep:], np.arange(keep, len(all_vectors)))
+        index.set_num_threads(os.cpu_count() or 1)  # batched queries use every core, as on a reopened store
         return index
 
     def _write_snapshot(self, snapshot: str, ids: list[str], texts: list[str], metas: list[dict[str, Any]],

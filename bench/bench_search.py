@@ -1,0 +1,205 @@
+"""Search speed and recall: the store's hnswlib index vs exact NumPy brute force, on real text embeddings.
+
+    .venv/bin/python bench/bench_search.py [--sizes 10000 100000] [--ef 10 20 50 100 150 200 300] [--queries 1000]
+                                           [--single 200] [--batch 100] [--reps 5] [--store data/store]
+                                           [--M 16] [--ef-construction 200]
+
+The corpus is the default store's chunks (notebook 01) followed by short passages of real technical prose
+(docstring paragraphs of the standard library and of the packages in .venv; see ``bench/realtext.py``),
+embedded with the store's model (all-MiniLM-L6-v2, 384 dimensions). The first run embeds about 100k
+texts (a few minutes on 2 cores) and caches the vectors in ``data/bench-cache/``; later runs read them.
+Random vectors would say little here: no graph index reaches high recall on them.
+
+Queries are real texts that are not in the corpus: half held-out passages, half simulated questions about
+the default store's chunks (notebook 02's offline question writer). For each corpus size the script builds
+a ``VectorStore`` (hnswlib with the store's default ``M``, ``ef_construction``), reopens it as a user
+would, and measures side by side in one process, alternating methods within each repetition:
+
+- exact search: normalised dot products and ``np.argpartition`` (NumPy), timed with BLAS's default threads
+  (every core) and with one thread (faster for single queries on a busy machine); the speed-ups are against
+  the faster of the two,
+- ``VectorStore.knn`` at each ``ef`` (the store's default marked ``*``),
+
+as queries per second for single queries (the first ``--single`` queries, one call each) and for batches of
+``--batch`` (all queries), medians over ``--reps`` repetitions, and recall@10 against the exact result.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import realtext
+import threadpoolctl
+
+from dmhelpers import VectorStore, set_random_seed
+
+K = 10
+TARGET_SPEEDUP, TARGET_RECALL = 20.0, 0.99
+
+
+def exact_knn(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Row positions of the ``k`` highest dot products per query, best first (vectors are normalised)."""
+    scores = queries @ corpus.T
+    part = np.argpartition(scores, -k, axis=1)[:, -k:]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def exact_knn_batched(corpus: np.ndarray, queries: np.ndarray, k: int, batch: int) -> np.ndarray:
+    return np.concatenate([exact_knn(corpus, queries[i:i + batch], k) for i in range(0, len(queries), batch)])
+
+
+def recall_at(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Per query: the share of the exact top k that ``found`` holds."""
+    return np.array([len(set(f) & set(e)) / len(e) for f, e in zip(found.tolist(), exact.tolist())])
+
+
+def store_defaults() -> dict[str, int]:
+    """``M``, ``ef_construction`` and ``ef`` as ``VectorStore`` sets them by default (read from its signature)."""
+    params = inspect.signature(VectorStore.__init__).parameters
+    return {name: params[name].default for name in ("M", "ef_construction", "ef")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="data/store", help="the default store (notebook 01)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="corpus sizes")
+    parser.add_argument("--ef", type=int, nargs="+", default=[10, 20, 50, 100, 150, 200, 300], help="hnswlib ef values")
+    parser.add_argument("--queries", type=int, default=1000, help="queries (half passages, half questions)")
+    parser.add_argument("--single", type=int, default=200, help="queries timed one call each")
+    parser.add_argument("--batch", type=int, default=100, help="queries per call in batched timing")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (medians are shown)")
+    parser.add_argument("--M", type=int, default=None, help="hnswlib M (default: VectorStore's)")
+    parser.add_argument("--ef-construction", type=int, default=None,
+                        help="hnswlib ef_construction (default: VectorStore's)")
+    args = parser.parse_args()
+    set_random_seed(0)
+    defaults = store_defaults()
+    graph = {"M": args.M or defaults["M"], "ef_construction": args.ef_construction or defaults["ef_construction"]}
+    efs = sorted(set(args.ef) | {defaults["ef"]})
+
+    n_passages = args.queries - args.queries // 2
+    data = realtext.load_corpus(args.store, max(args.sizes), n_passages)
+    source = VectorStore(args.store, read_only=True)
+    questions, _ = realtext.questions_cached(source.texts, source.ids, args.queries // 2, per_chunk=1, seed=0)
+    embedder, corpus_texts, corpus = data.embedding, data.texts, data.vectors
+    queries = np.concatenate([data.query_vectors, realtext.embed_cached(questions, embedder)])
+    kinds = {"passages": slice(0, n_passages), "questions": slice(n_passages, len(queries))}
+    n_single = min(args.single, len(queries))
+    print(f"queries: {len(queries):,} real texts not in the corpus ({n_passages:,} held-out passages, "
+          f"{len(questions):,} simulated questions); single-query timing on {n_single:,} of them "
+          f"(mixed evenly), batches of {args.batch}")
+    print("exact search: NumPy float32 dot products + argpartition, timed with BLAS's default threads and with "
+          "one; speed-ups are against the faster of the two")
+    changed = " (not VectorStore's defaults: M={M}, ef_construction={ef_construction})".format(**defaults) \
+        if graph != {k: defaults[k] for k in graph} else ""
+    print(f"hnswlib through VectorStore: M={graph['M']}, ef_construction={graph['ef_construction']}{changed}, "
+          f"default ef={defaults['ef']} (* below); medians of {args.reps} repetitions, k={K}\n")
+    single = np.concatenate([queries[kinds["passages"]][:n_single // 2],
+                             queries[kinds["questions"]][:n_single - n_single // 2]])
+
+    verdicts = []
+    for n in args.sizes:
+        X = np.ascontiguousarray(corpus[:n])
+        texts = corpus_texts[:n]
+        exact = exact_knn_batched(X, queries, K, args.batch)
+        with tempfile.TemporaryDirectory() as tmp:
+            fake = realtext.Precomputed(embedder.name, texts, X)
+            db = VectorStore(f"{tmp}/s", embedding=fake, **graph)
+            start = time.perf_counter()
+            db.add_texts(texts)
+            build = time.perf_counter() - start
+            start = time.perf_counter()
+            db = VectorStore(f"{tmp}/s", embedding=fake, read_only=True)
+            opened = time.perf_counter() - start
+
+            def hnsw(q: np.ndarray, ef: int) -> np.ndarray:
+                db.ef = ef
+                return db.knn(q, K)[0]
+
+            blas_default = max((p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"),
+                               default=1)
+            exact_fn = lambda q: exact_knn(X, q, K)  # noqa: E731
+            # name -> (search function, BLAS thread limit while it is timed, or None)
+            methods = {"exact": (exact_fn, None), "exact-1": (exact_fn, 1)} if blas_default > 1 else \
+                {"exact": (exact_fn, None)}
+            methods |= {ef: ((lambda q, ef=ef: hnsw(q, ef)), None) for ef in efs}
+            recall = {}
+            for name, (fn, _) in methods.items():
+                found = np.concatenate([fn(queries[i:i + args.batch]) for i in range(0, len(queries), args.batch)])
+                per_query = recall_at(found, exact)
+                recall[name] = {"all": per_query.mean()} | {k: per_query[s].mean() for k, s in kinds.items()}
+
+            def limit(threads: int | None):
+                if threads is None:
+                    return contextlib.nullcontext()
+                return threadpoolctl.threadpool_limits(threads, user_api="blas")
+
+            times: dict[object, dict[str, list[float]]] = {name: {"single": [], "batched": []} for name in methods}
+            for name, (fn, threads) in methods.items():  # warm-up
+                with limit(threads):
+                    fn(single[:1])
+                    fn(queries[:args.batch])
+            for _ in range(args.reps):
+                for name, (fn, threads) in methods.items():  # alternate methods in each repetition: noise hits all
+                    with limit(threads):
+                        start = time.perf_counter()
+                        for i in range(len(single)):
+                            fn(single[i:i + 1])
+                        times[name]["single"].append((time.perf_counter() - start) / len(single))
+                        start = time.perf_counter()
+                        for i in range(0, len(queries), args.batch):
+                            fn(queries[i:i + args.batch])
+                        times[name]["batched"].append((time.perf_counter() - start) / len(queries))
+        med = {name: {mode: statistics.median(v) for mode, v in t.items()} for name, t in times.items()}
+        # The baseline is the faster exact search per mode (BLAS threads help batches, can hurt single queries).
+        base = {mode: min(med[name][mode] for name in methods if str(name).startswith("exact"))
+                for mode in ("single", "batched")}
+
+        print(f"corpus {n:,} x {X.shape[1]}: VectorStore built in {build:.1f} s (add_texts: hnswlib graph, one "
+              f"thread, plus the snapshot files), reopened in {opened:.2f} s")
+        rows = []
+        for name in methods:
+            label = {"exact": f"exact, {blas_default} BLAS threads", "exact-1": "exact, 1 BLAS thread"}.get(
+                name, f"hnswlib ef={name}{'*' if name == defaults['ef'] else ''}")
+            s, b = med[name]["single"], med[name]["batched"]
+            rows.append([label, f"{recall[name]['all']:.4f}", f"{recall[name]['passages']:.4f}",
+                         f"{recall[name]['questions']:.4f}", f"{s * 1e6:,.0f}", f"{1 / s:,.0f}",
+                         f"{base['single'] / s:,.1f}x", f"{b * 1e6:,.1f}", f"{1 / b:,.0f}",
+                         f"{base['batched'] / b:,.1f}x"])
+        print(realtext.table(["method", "recall@10", "passages", "questions", "single us/q", "single q/s",
+                              "speed-up", "batch us/q", "batch q/s", "speed-up"], rows))
+
+        def meets(ef: int, mode: str) -> bool:
+            return base[mode] / med[ef][mode] >= TARGET_SPEEDUP and recall[ef]["all"] >= TARGET_RECALL
+
+        enough = [e for e in efs if recall[e]["all"] >= TARGET_RECALL]
+        line = (f"  {n:,}: smallest ef with recall@10 >= {TARGET_RECALL}: " +
+                (f"ef={enough[0]} ({base['single'] / med[enough[0]]['single']:.1f}x exact for single queries, "
+                 f"{base['batched'] / med[enough[0]]['batched']:.1f}x for batches)" if enough else "none tried"))
+        print(line)
+        verdicts.append(line)
+        if n >= 100_000:  # the issue's target is set at 100k
+            for mode in ("single", "batched"):
+                ef = defaults["ef"]
+                ok = meets(ef, mode)
+                line = (f"  TARGET at {n:,}, {mode} queries (>= {TARGET_SPEEDUP:.0f}x exact and recall@10 >= "
+                        f"{TARGET_RECALL} at the default ef={ef}): {'MET' if ok else 'MISSED'} "
+                        f"({base[mode] / med[ef][mode]:.1f}x, recall {recall[ef]['all']:.4f})")
+                if not ok:
+                    passing = [e for e in efs if meets(e, mode)]
+                    line += f"; met at ef={passing}" if passing else "; no ef tried meets it"
+                print(line)
+                verdicts.append(line)
+        print()
+    print("summary")
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
