@@ -150,8 +150,8 @@ class _Scorer:
     and every chunk labelled relevant in training (what a learned prior pulls up). A chunk outside both that
     an adapter lifts into the top 100 is not counted, which at worst flatters a setting on a rare question.
     A ranking does not change when a query vector is rescaled, so the scores of ``q + g * (a * f(q) + b * m(q))``
-    are ``S0 + g * (a * (f(q) . e) + b * (m(q) . e))`` with no normalisation, and every setting costs one
-    comparison.
+    are ``S0 + g * (a * (f(q) . e) + b * (m(q) . e))`` with no normalisation: each setting is a comparison of
+    precomputed scores, not a new search.
     """
 
     def __init__(self, queries: np.ndarray, corpus: np.ndarray, positives: list[list[int]], idx: np.ndarray,
@@ -169,7 +169,12 @@ class _Scorer:
         self.pos_vecs = corpus[cols]
         q = self.queries[self.rows]
         top_ok = top != cols[:, None]
-        trained_ok = (trained[None, :] != cols[:, None]) & ~(trained[None, :, None] == top[:, None, :]).any(axis=2)
+        # A trained chunk already among a pair's top candidates (or the pair's positive) is not counted twice.
+        trained_ok = trained[None, :] != cols[:, None]
+        slot = np.full(len(corpus), -1)
+        slot[trained] = np.arange(len(trained))
+        pair, at = np.nonzero(slot[top] >= 0)
+        trained_ok[pair, slot[top][pair, at]] = False
         # Scores of every candidate minus the positive's; a candidate that is the positive itself never counts.
         self.base_rel = np.where(np.concatenate([top_ok, trained_ok], axis=1), self._relative(q), -np.inf)
         self.base_in = (self.base_rel > 0).sum(axis=1)[None, :] < self.ks[:, None]
