@@ -9,8 +9,9 @@ import numpy as np
 import tiktoken
 
 from dmhelpers.errors import InputError
+from dmhelpers.questions import check_question_lists
 from dmhelpers.metrics import recall_at_k
-from dmhelpers.retrieval import _document, build_messages
+from dmhelpers.retrieval import as_document, build_messages
 from dmhelpers.tokens import count_tokens
 
 if TYPE_CHECKING:
@@ -31,15 +32,13 @@ def cost_curve(db: VectorStore, questions: Sequence[str], relevance: Sequence[Se
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1 or ks[-1] > len(db):
         raise InputError(f"ks must be whole numbers from 1 to the store's {len(db)} chunks, got {list(ks)}.")
-    if isinstance(questions, str) or not questions or len(questions) != len(relevance):
-        raise InputError("cost_curve needs a list of questions and one relevance list per question "
-                         "(as load_questions returns them).")
+    check_question_lists(questions, relevance, "cost_curve")
     hits = db.search(list(questions), k=ks[-1], deep_memory=deep_memory)
     ranked = [[h.id for h in hs] for hs in hits]
     relevant = [[cid for cid, s in rel if s > 0] for rel in relevance]
     recall = recall_at_k(ranked, relevant, ks)
-    tokens = [[prompt_tokens(build_messages(q, [_document(h) for h in hs[:k]]), encoding) for k in ks]
-              for q, hs in zip(questions, hits)]
+    documents = [[as_document(h) for h in hs] for hs in hits]
+    tokens = [[prompt_tokens(build_messages(q, docs[:k]), encoding) for k in ks] for q, docs in zip(questions, documents)]
     return {"k": ks, "recall": [recall[f"recall@{k}"] for k in ks],
             "prompt_tokens": np.mean(np.array(tokens, dtype=float), axis=0).tolist()}
 

@@ -5,13 +5,12 @@ store records, so a store is never searched with vectors from another model.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from dmhelpers.errors import EmbeddingError, InputError, redact
+from dmhelpers.errors import EmbeddingError, InputError, redact, require_api_key
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -145,11 +144,8 @@ class OpenAIEmbeddings:
     @property
     def client(self):
         if self._client is None:
-            if not os.environ.get("OPENAI_API_KEY"):
-                raise EmbeddingError(
-                    f"OpenAIEmbeddings({self.name!r}) needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL "
-                    "for an OpenAI-compatible server). Set it, or use the offline default EMBEDDING = 'local'."
-                )
+            require_api_key(f"OpenAIEmbeddings({self.name!r})", "use the offline default EMBEDDING = 'local'",
+                            EmbeddingError)
             import openai
 
             self._client = openai.OpenAI(max_retries=self.max_retries, timeout=self.timeout)

@@ -33,3 +33,10 @@ def redact(text: str) -> str:
     echo the key they were sent, and an error message ends up in a notebook's outputs."""
     key = os.environ.get("OPENAI_API_KEY", "")
     return text.replace(key, "***") if len(key) >= 4 else text
+
+
+def require_api_key(who: str, instead: str, error: type[DeepMemoryError] = InputError) -> None:
+    """Raise ``error`` unless ``OPENAI_API_KEY`` is set: ``who`` needs it, ``instead`` is the offline way."""
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise error(f"{who} needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL for an OpenAI-compatible "
+                    f"server such as Ollama or vLLM). Set it, or {instead}.")

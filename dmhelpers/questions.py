@@ -38,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dmhelpers.errors import DeepMemoryError, InputError, redact
+from dmhelpers.errors import DeepMemoryError, InputError, redact, require_api_key
 
 OFFLINE = "offline"
 LAMBDA = 0.8  # weight of the chunk's own language model in the query-term mixture; the rest is collection noise
@@ -481,12 +481,8 @@ class _ChatWriter:
     """Asks a chat model for one question per chunk, falling back from json_schema to json_object once."""
 
     def __init__(self, model: str, max_retries: int, timeout: float, cache: str | Path | None) -> None:
-        if not os.environ.get("OPENAI_API_KEY"):
-            raise QuestionGenerationError(
-                f"LLM = {model!r} needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL for an "
-                "OpenAI-compatible server such as Ollama or vLLM). Set it, or use LLM = 'offline' to simulate "
-                "questions without a model."
-            )
+        require_api_key(f"LLM = {model!r}", "use LLM = 'offline' to simulate questions without a model",
+                        QuestionGenerationError)
         import openai
 
         self.openai, self.model = openai, model
@@ -729,3 +725,10 @@ def load_questions(path: str | Path) -> tuple[list[str], Relevance]:
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path} line {n} is not a saved question ({exc}). Rerun notebook 02 to rewrite it.") from exc
     return questions, relevance
+
+
+def check_question_lists(questions: Sequence[str], relevance: Sequence, caller: str) -> None:
+    """Refuse anything but a list of questions with one relevance list each (what :func:`load_questions` returns)."""
+    if isinstance(questions, str) or not questions or len(questions) != len(relevance):
+        raise InputError(f"{caller} needs a list of questions and one relevance list per question "
+                         "(as load_questions returns them).")

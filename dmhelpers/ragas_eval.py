@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-from dmhelpers.errors import InputError
+from dmhelpers.errors import InputError, require_api_key
+from dmhelpers.questions import check_question_lists
 
 if TYPE_CHECKING:
     from dmhelpers.store import VectorStore
@@ -51,9 +52,7 @@ def _offline_scores(samples: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _llm_scores(samples: list[dict[str, Any]], model: str) -> dict[str, float]:
-    if not os.environ.get("OPENAI_API_KEY"):
-        raise InputError(f"LLM = {model!r} needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL for an "
-                         "OpenAI-compatible server). Set it, or use LLM = 'offline' for ragas' non-LLM metrics.")
+    require_api_key(f"LLM = {model!r}", "use LLM = 'offline' for ragas' non-LLM metrics")
     import openai
     from ragas.llms import llm_factory
     from ragas.metrics.collections import ContextRecall
@@ -84,9 +83,7 @@ def context_recall(db: VectorStore, queries: Sequence[str], relevance: Sequence[
     Prints the scores side by side and returns ``{"k", "n", "llm", "ragas", "scores": {metric: {"without
     model": x, "with model": y}}}``.
     """
-    if isinstance(queries, str) or not queries or len(queries) != len(relevance):
-        raise InputError("context_recall needs a list of questions and one relevance list per question "
-                         "(as load_questions returns them).")
+    check_question_lists(queries, relevance, "context_recall")
     if not isinstance(k, int) or k < 1:
         raise InputError(f"k must be a positive whole number of chunks to retrieve, got {k!r}.")
     text_of = dict(zip(db.ids, db.texts))

@@ -9,7 +9,6 @@ The retriever is a real ``langchain_core`` retriever, so it drops into LangChain
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from dmhelpers.errors import InputError, redact
+from dmhelpers.errors import InputError, redact, require_api_key
 
 if TYPE_CHECKING:
     from dmhelpers.store import VectorStore
@@ -35,18 +34,19 @@ class DeepMemoryRetriever(BaseRetriever):
     deep_memory: bool = False
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        return [_document(h) for h in self.store.search(query, k=self.k, deep_memory=self.deep_memory)]
+        return [as_document(h) for h in self.store.search(query, k=self.k, deep_memory=self.deep_memory)]
 
     def batch(self, inputs: list[str], config: Any = None, **kwargs: Any) -> list[list[Document]]:
         """Several questions at once: embedded and searched as one batch (LangChain's default runs them one by
         one in threads). Callbacks are not run on this path."""
         if not inputs:
             return []
-        return [[_document(h) for h in hits] for hits in self.store.search(list(inputs), k=self.k,
+        return [[as_document(h) for h in hits] for hits in self.store.search(list(inputs), k=self.k,
                                                                             deep_memory=self.deep_memory)]
 
 
-def _document(hit) -> Document:
+def as_document(hit) -> Document:
+    """A search hit as a LangChain Document: its text, with its metadata plus id and score."""
     return Document(page_content=hit.text, metadata={**hit.metadata, "id": hit.id, "score": hit.score})
 
 
@@ -117,9 +117,7 @@ def answer(question: str, retriever: DeepMemoryRetriever, llm: str = "offline", 
     if llm == "offline":
         text = extractive_answer(question, documents, retriever.store.embedding, n_sentences)
         return Answer(text, "extractive", sources, documents)
-    if not os.environ.get("OPENAI_API_KEY"):
-        raise InputError(f"LLM = {llm!r} needs OPENAI_API_KEY in the environment (and OPENAI_BASE_URL for an "
-                         "OpenAI-compatible server). Set it, or use LLM = 'offline' for extractive answers.")
+    require_api_key(f"LLM = {llm!r}", "use LLM = 'offline' for extractive answers")
     import openai
 
     try:
