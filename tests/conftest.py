@@ -8,6 +8,7 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 import functools
 import http.server
+import json
 import threading
 import time
 import zlib
@@ -91,6 +92,29 @@ def tiny_site(tmp_path: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/docs/index.html"
     server.shutdown()
     server.server_close()
+
+
+def send_reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: dict | bytes | str,
+               content_type: str | None = None, headers: dict[str, str] | None = None) -> None:
+    """Write one whole response from a test server's handler: a dict is sent as JSON, text and bytes as HTML
+    unless ``content_type`` says otherwise."""
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type or ("application/json" if isinstance(body, dict) else "text/html"))
+    handler.send_header("Content-Length", str(len(raw)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
+def chat_completion(content: str | None, model: str = "fake-model", refusal: str | None = None,
+                    usage: dict[str, int] | None = None) -> dict:
+    """An OpenAI-compatible ``chat.completion`` reply whose one message says ``content``."""
+    return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+            "usage": usage or {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
 class RotatedTask:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import HashEmbeddings
+from conftest import HashEmbeddings, send_reply
 
 from dmhelpers import (CrawlError, DeepMemoryError, Document, EmbeddingError, InputError, LocalEmbeddings,
                        OpenAIEmbeddings, StoreError, VectorStore, generate_questions, get_all_links, get_embedding,
@@ -345,12 +345,7 @@ SITE = {
 class _Site(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         body = SITE.get(self.path)
-        raw = (body or "not found").encode()
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        send_reply(self, 200 if body else 404, body or "not found")
 
     def log_message(self, *args) -> None:
         pass

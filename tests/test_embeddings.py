@@ -6,6 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import send_reply
 
 from dmhelpers import EmbeddingError, InputError, LocalEmbeddings, OpenAIEmbeddings, get_embedding
 
@@ -62,13 +63,7 @@ class FakeEmbeddingsServer(BaseHTTPRequestHandler):
                     for i, t in enumerate(body["input"])]
             payload, status = {"object": "list", "data": data[::-1], "model": body["model"],
                                "usage": {"prompt_tokens": 1, "total_tokens": 1}}, 200
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.send_header("retry-after-ms", "10")
-        self.end_headers()
-        self.wfile.write(raw)
+        send_reply(self, status, payload, headers={"retry-after-ms": "10"})
 
     def log_message(self, *args):
         pass

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import chat_completion, send_reply
 
 from dmhelpers import generate_questions
 from dmhelpers.questions import QuestionGenerationError
@@ -53,10 +54,7 @@ class Reply:
 
 
 def answer(content: str | None = None, refusal: str | None = None) -> dict:
-    message = {"role": "assistant", "content": content, "refusal": refusal}
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "fake-model",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    return chat_completion(content, refusal=refusal)
 
 
 def rate_limited(retry_ms: int | None = 20) -> Reply:
@@ -89,16 +87,8 @@ class FakeChat:
                     fake.log.append(Logged(time.monotonic(), chunk, reply.status))
                 time.sleep(reply.delay)
                 payload = answer(json.dumps({"question": question_for(chunk)})) if reply.body is None else reply.body
-                raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
-                    self.send_response(reply.status)
-                    kind = reply.content_type or ("text/html" if isinstance(payload, bytes) else "application/json")
-                    self.send_header("Content-Type", kind)
-                    self.send_header("Content-Length", str(len(raw)))
-                    for key, value in reply.headers.items():
-                        self.send_header(key, value)
-                    self.end_headers()
-                    self.wfile.write(raw)
+                    send_reply(self, reply.status, payload, reply.content_type, reply.headers)
                 except OSError:  # the client gave up waiting (a timeout test)
                     pass
 

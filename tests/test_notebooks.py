@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import NOTEBOOKS
+from conftest import NOTEBOOKS, chat_completion, send_reply
 
 from dmhelpers import VectorStore, load_questions
 from dmhelpers.notebooks import execute, summarise
@@ -127,15 +127,8 @@ class _QuestionServer(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         words = re.findall(r"[A-Za-z_]{4,}", body["messages"][-1]["content"])
         question = f"Where do the docs explain {words[-1]} and {words[len(words) // 2]}?"
-        raw = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                          "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                              "role": "assistant", "content": json.dumps({"question": question})}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Echo", self.headers.get("Authorization", ""))
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        send_reply(self, 200, chat_completion(json.dumps({"question": question}), body["model"]),
+                   headers={"X-Echo": self.headers.get("Authorization", "")})
 
     def log_message(self, *args) -> None:
         pass

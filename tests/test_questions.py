@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import chat_completion, send_reply
 
 from dmhelpers import DeepMemoryError, InputError
 from dmhelpers.questions import STOPWORDS, QuestionGenerationError, generate_questions
@@ -171,10 +172,7 @@ Reply = Callable[[dict], tuple[int, dict]]
 
 
 def completion(content: str | None = None, refusal: str | None = None) -> tuple[int, dict]:
-    message = {"role": "assistant", "content": content, "refusal": refusal}
-    return 200, {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "fake-model",
-                 "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    return 200, chat_completion(content, refusal=refusal)
 
 
 def error(status: int, message: str, param: str | None = None) -> tuple[int, dict]:
@@ -208,12 +206,7 @@ def chat_server(monkeypatch) -> Iterator[Callable[[Reply], list[dict]]]:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 requests.append(body)
                 status, payload = reply(body) if self.path == "/v1/chat/completions" else error(404, "no route")
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                send_reply(self, status, payload)
 
             def log_message(self, *args):
                 pass

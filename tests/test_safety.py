@@ -25,7 +25,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 import pytest
-from conftest import HashEmbeddings
+from conftest import HashEmbeddings, chat_completion, send_reply
 from safetensors.numpy import load_file
 
 import dmhelpers
@@ -124,15 +124,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         else:
             prompt = body["messages"][-1]["content"]
             n = re.search(r"Section (\d+) ", prompt).group(1)
-            message = {"role": "assistant", "content": json.dumps({"question": f"What does section {n} say?"})}
-            status, payload = 200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+            question = json.dumps({"question": f"What does section {n} say?"})
+            status, payload = 200, chat_completion(question, body["model"])
+        send_reply(self, status, payload)
 
     def log_message(self, *args):
         pass
@@ -290,12 +284,7 @@ class Site:
                 elif isinstance(page, tuple):
                     self.send_error(page[1])
                 else:
-                    raw = page.encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
+                    send_reply(self, 200, page)
 
             def log_message(self, *args):
                 pass
