@@ -30,12 +30,13 @@ test: setup
 notebooks: setup
 	$(PY) -m dmhelpers.notebooks refresh
 
-# Benchmarks (bench/*.py), each printing a table: about 14 min on 2 cores once data/bench-cache/ exists. The first
+# Benchmarks (bench/*.py), each printing a table: about 17 min on 2 cores once data/bench-cache/ exists. The first
 # run also collects and embeds ~100k real passages into it (10-30 min) and builds data/store if it is missing.
 bench: setup
 	test -f data/store/STORE || $(PY) -m dmhelpers.notebooks run
 	$(PY) bench/bench_embeddings.py
 	$(PY) bench/bench_search.py
+	$(PY) bench/search_trials.py
 	$(PY) bench/bench_deep_memory.py --profile
 	$(PY) bench/bench_quality.py
 	$(PY) bench/bench_run.py

@@ -31,6 +31,8 @@ import inspect
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import realtext
@@ -59,6 +61,81 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.array([len(set(f) & set(e)) / len(e) for f, e in zip(found.tolist(), exact.tolist())])
 
 
+def load_queries(store: str, n_corpus: int, n_queries: int) -> tuple[realtext.Corpus, np.ndarray, dict[str, slice]]:
+    """The corpus, and ``n_queries`` query vectors: half held-out passages, then half simulated questions."""
+    n_passages = n_queries - n_queries // 2
+    data = realtext.load_corpus(store, n_corpus, n_passages)
+    source = VectorStore(store, read_only=True)
+    questions, _ = realtext.questions_cached(source.texts, source.ids, n_queries // 2, per_chunk=1, seed=0)
+    queries = np.concatenate([data.query_vectors, realtext.embed_cached(questions, data.embedding)])
+    return data, queries, {"passages": slice(0, n_passages), "questions": slice(n_passages, len(queries))}
+
+
+def single_queries(queries: np.ndarray, kinds: dict[str, slice], n: int) -> np.ndarray:
+    """The ``n`` queries timed one call each: the first of each kind, half and half."""
+    return np.concatenate([queries[kinds["passages"]][:n // 2], queries[kinds["questions"]][:n - n // 2]])
+
+
+def blas_threads() -> int:
+    """BLAS's default thread count here."""
+    return max((p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"), default=1)
+
+
+Method = tuple[Callable[[np.ndarray], np.ndarray], "int | None"]  # search function, BLAS thread limit or None
+
+
+def exact_methods(corpus: np.ndarray) -> dict[str, Method]:
+    """Exact search with BLAS's default threads (``"exact"``) and, when that is more than one, with one."""
+    fn = lambda q: exact_knn(corpus, q, K)  # noqa: E731
+    return {"exact": (fn, None), "exact-1": (fn, 1)} if blas_threads() > 1 else {"exact": (fn, None)}
+
+
+def recalls(methods: dict[Any, Method], queries: np.ndarray, exact: np.ndarray, kinds: dict[str, slice],
+            batch: int) -> dict[Any, dict[str, float]]:
+    """Mean recall@10 against ``exact`` per method: over all queries and per kind of query."""
+    out = {}
+    for name, (fn, _) in methods.items():
+        found = np.concatenate([fn(queries[i:i + batch]) for i in range(0, len(queries), batch)])
+        per_query = recall_at(found, exact)
+        out[name] = {"all": per_query.mean()} | {k: per_query[s].mean() for k, s in kinds.items()}
+    return out
+
+
+def _limit(threads: int | None):
+    return contextlib.nullcontext() if threads is None else threadpoolctl.threadpool_limits(threads, user_api="blas")
+
+
+def time_methods(methods: dict[Any, Method], single: np.ndarray, queries: np.ndarray, batch: int, reps: int
+                 ) -> dict[Any, dict[str, list[float]]]:
+    """Seconds per query of each method, one per repetition: ``single`` one call each, ``queries`` in batches.
+
+    Methods alternate within each repetition, so noise from the machine hits them all alike.
+    """
+    times: dict[Any, dict[str, list[float]]] = {name: {"single": [], "batched": []} for name in methods}
+    for fn, threads in methods.values():  # warm-up
+        with _limit(threads):
+            fn(single[:1])
+            fn(queries[:batch])
+    for _ in range(reps):
+        for name, (fn, threads) in methods.items():
+            with _limit(threads):
+                start = time.perf_counter()
+                for i in range(len(single)):
+                    fn(single[i:i + 1])
+                times[name]["single"].append((time.perf_counter() - start) / len(single))
+                start = time.perf_counter()
+                for i in range(0, len(queries), batch):
+                    fn(queries[i:i + batch])
+                times[name]["batched"].append((time.perf_counter() - start) / len(queries))
+    return times
+
+
+def baseline(med: dict[Any, dict[str, float]]) -> dict[str, float]:
+    """Per mode, the faster exact search (BLAS threads help batches and can hurt single queries)."""
+    return {mode: min(t[mode] for name, t in med.items() if str(name).startswith("exact"))
+            for mode in ("single", "batched")}
+
+
 def store_defaults() -> dict[str, int]:
     """``M``, ``ef_construction`` and ``ef`` as ``VectorStore`` sets them by default (read from its signature)."""
     params = inspect.signature(VectorStore.__init__).parameters
@@ -83,16 +160,12 @@ def main() -> None:
     graph = {"M": args.M or defaults["M"], "ef_construction": args.ef_construction or defaults["ef_construction"]}
     efs = sorted(set(args.ef) | {defaults["ef"]})
 
-    n_passages = args.queries - args.queries // 2
-    data = realtext.load_corpus(args.store, max(args.sizes), n_passages)
-    source = VectorStore(args.store, read_only=True)
-    questions, _ = realtext.questions_cached(source.texts, source.ids, args.queries // 2, per_chunk=1, seed=0)
+    data, queries, kinds = load_queries(args.store, max(args.sizes), args.queries)
     embedder, corpus_texts, corpus = data.embedding, data.texts, data.vectors
-    queries = np.concatenate([data.query_vectors, realtext.embed_cached(questions, embedder)])
-    kinds = {"passages": slice(0, n_passages), "questions": slice(n_passages, len(queries))}
+    n_passages = kinds["passages"].stop
     n_single = min(args.single, len(queries))
     print(f"queries: {len(queries):,} real texts not in the corpus ({n_passages:,} held-out passages, "
-          f"{len(questions):,} simulated questions); single-query timing on {n_single:,} of them "
+          f"{len(queries) - n_passages:,} simulated questions); single-query timing on {n_single:,} of them "
           f"(mixed evenly), batches of {args.batch}")
     print("exact search: NumPy float32 dot products + argpartition, timed with BLAS's default threads and with "
           "one; speed-ups are against the faster of the two")
@@ -100,8 +173,7 @@ def main() -> None:
         if graph != {k: defaults[k] for k in graph} else ""
     print(f"hnswlib through VectorStore: M={graph['M']}, ef_construction={graph['ef_construction']}{changed}, "
           f"default ef={defaults['ef']} (* below); medians of {args.reps} repetitions, k={K}\n")
-    single = np.concatenate([queries[kinds["passages"]][:n_single // 2],
-                             queries[kinds["questions"]][:n_single - n_single // 2]])
+    single = single_queries(queries, kinds, n_single)
 
     verdicts = []
     for n in args.sizes:
@@ -122,50 +194,17 @@ def main() -> None:
                 db.ef = ef
                 return db.knn(q, K)[0]
 
-            blas_default = max((p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"),
-                               default=1)
-            exact_fn = lambda q: exact_knn(X, q, K)  # noqa: E731
-            # name -> (search function, BLAS thread limit while it is timed, or None)
-            methods = {"exact": (exact_fn, None), "exact-1": (exact_fn, 1)} if blas_default > 1 else \
-                {"exact": (exact_fn, None)}
-            methods |= {ef: ((lambda q, ef=ef: hnsw(q, ef)), None) for ef in efs}
-            recall = {}
-            for name, (fn, _) in methods.items():
-                found = np.concatenate([fn(queries[i:i + args.batch]) for i in range(0, len(queries), args.batch)])
-                per_query = recall_at(found, exact)
-                recall[name] = {"all": per_query.mean()} | {k: per_query[s].mean() for k, s in kinds.items()}
-
-            def limit(threads: int | None):
-                if threads is None:
-                    return contextlib.nullcontext()
-                return threadpoolctl.threadpool_limits(threads, user_api="blas")
-
-            times: dict[object, dict[str, list[float]]] = {name: {"single": [], "batched": []} for name in methods}
-            for name, (fn, threads) in methods.items():  # warm-up
-                with limit(threads):
-                    fn(single[:1])
-                    fn(queries[:args.batch])
-            for _ in range(args.reps):
-                for name, (fn, threads) in methods.items():  # alternate methods in each repetition: noise hits all
-                    with limit(threads):
-                        start = time.perf_counter()
-                        for i in range(len(single)):
-                            fn(single[i:i + 1])
-                        times[name]["single"].append((time.perf_counter() - start) / len(single))
-                        start = time.perf_counter()
-                        for i in range(0, len(queries), args.batch):
-                            fn(queries[i:i + args.batch])
-                        times[name]["batched"].append((time.perf_counter() - start) / len(queries))
+            methods = exact_methods(X) | {ef: ((lambda q, ef=ef: hnsw(q, ef)), None) for ef in efs}
+            recall = recalls(methods, queries, exact, kinds, args.batch)
+            times = time_methods(methods, single, queries, args.batch, args.reps)
         med = {name: {mode: statistics.median(v) for mode, v in t.items()} for name, t in times.items()}
-        # The baseline is the faster exact search per mode (BLAS threads help batches, can hurt single queries).
-        base = {mode: min(med[name][mode] for name in methods if str(name).startswith("exact"))
-                for mode in ("single", "batched")}
+        base = baseline(med)
 
         print(f"corpus {n:,} x {X.shape[1]}: VectorStore built in {build:.1f} s (add_texts: hnswlib graph, one "
               f"thread, plus the snapshot files), reopened in {opened:.2f} s")
         rows = []
         for name in methods:
-            label = {"exact": f"exact, {blas_default} BLAS threads", "exact-1": "exact, 1 BLAS thread"}.get(
+            label = {"exact": f"exact, {blas_threads()} BLAS threads", "exact-1": "exact, 1 BLAS thread"}.get(
                 name, f"hnswlib ef={name}{'*' if name == defaults['ef'] else ''}")
             s, b = med[name]["single"], med[name]["batched"]
             rows.append([label, f"{recall[name]['all']:.4f}", f"{recall[name]['passages']:.4f}",
