@@ -85,9 +85,10 @@ Method = tuple[Callable[[np.ndarray], np.ndarray], "int | None"]  # search funct
 
 
 def exact_methods(corpus: np.ndarray) -> dict[str, Method]:
-    """Exact search with BLAS's default threads (``"exact"``) and, when that is more than one, with one."""
+    """Exact search with BLAS's default threads and, when that is more than one, with one; keyed by label."""
     fn = lambda q: exact_knn(corpus, q, K)  # noqa: E731
-    return {"exact": (fn, None), "exact-1": (fn, 1)} if blas_threads() > 1 else {"exact": (fn, None)}
+    threads = blas_threads()
+    return {f"exact, {threads} BLAS threads": (fn, None)} | ({"exact, 1 BLAS thread": (fn, 1)} if threads > 1 else {})
 
 
 def recalls(methods: dict[Any, Method], queries: np.ndarray, exact: np.ndarray, kinds: dict[str, slice],
@@ -105,17 +106,20 @@ def _limit(threads: int | None):
     return contextlib.nullcontext() if threads is None else threadpoolctl.threadpool_limits(threads, user_api="blas")
 
 
-def time_methods(methods: dict[Any, Method], single: np.ndarray, queries: np.ndarray, batch: int, reps: int
-                 ) -> dict[Any, dict[str, list[float]]]:
-    """Seconds per query of each method, one per repetition: ``single`` one call each, ``queries`` in batches.
+def time_methods(methods: dict[Any, Method], single: np.ndarray, reps: int, queries: np.ndarray | None = None,
+                 batch: int = 100) -> dict[Any, dict[str, float]]:
+    """Median seconds per query of each method over ``reps`` repetitions: ``"single"`` (``single``, one call
+    each) and, when ``queries`` are given, ``"batched"`` (``queries`` in calls of ``batch``).
 
     Methods alternate within each repetition, so noise from the machine hits them all alike.
     """
-    times: dict[Any, dict[str, list[float]]] = {name: {"single": [], "batched": []} for name in methods}
+    modes = ("single",) if queries is None else ("single", "batched")
+    times: dict[Any, dict[str, list[float]]] = {name: {mode: [] for mode in modes} for name in methods}
     for fn, threads in methods.values():  # warm-up
         with _limit(threads):
             fn(single[:1])
-            fn(queries[:batch])
+            if queries is not None:
+                fn(queries[:batch])
     for _ in range(reps):
         for name, (fn, threads) in methods.items():
             with _limit(threads):
@@ -123,17 +127,18 @@ def time_methods(methods: dict[Any, Method], single: np.ndarray, queries: np.nda
                 for i in range(len(single)):
                     fn(single[i:i + 1])
                 times[name]["single"].append((time.perf_counter() - start) / len(single))
-                start = time.perf_counter()
-                for i in range(0, len(queries), batch):
-                    fn(queries[i:i + batch])
-                times[name]["batched"].append((time.perf_counter() - start) / len(queries))
-    return times
+                if queries is not None:
+                    start = time.perf_counter()
+                    for i in range(0, len(queries), batch):
+                        fn(queries[i:i + batch])
+                    times[name]["batched"].append((time.perf_counter() - start) / len(queries))
+    return {name: {mode: statistics.median(v) for mode, v in t.items()} for name, t in times.items()}
 
 
 def baseline(med: dict[Any, dict[str, float]]) -> dict[str, float]:
     """Per mode, the faster exact search (BLAS threads help batches and can hurt single queries)."""
-    return {mode: min(t[mode] for name, t in med.items() if str(name).startswith("exact"))
-            for mode in ("single", "batched")}
+    exact = [t for name, t in med.items() if str(name).startswith("exact")]
+    return {mode: min(t[mode] for t in exact) for mode in exact[0]}
 
 
 def store_defaults() -> dict[str, int]:
@@ -196,16 +201,14 @@ def main() -> None:
 
             methods = exact_methods(X) | {ef: ((lambda q, ef=ef: hnsw(q, ef)), None) for ef in efs}
             recall = recalls(methods, queries, exact, kinds, args.batch)
-            times = time_methods(methods, single, queries, args.batch, args.reps)
-        med = {name: {mode: statistics.median(v) for mode, v in t.items()} for name, t in times.items()}
+            med = time_methods(methods, single, args.reps, queries, args.batch)
         base = baseline(med)
 
         print(f"corpus {n:,} x {X.shape[1]}: VectorStore built in {build:.1f} s (add_texts: hnswlib graph, one "
               f"thread, plus the snapshot files), reopened in {opened:.2f} s")
         rows = []
         for name in methods:
-            label = {"exact": f"exact, {blas_threads()} BLAS threads", "exact-1": "exact, 1 BLAS thread"}.get(
-                name, f"hnswlib ef={name}{'*' if name == defaults['ef'] else ''}")
+            label = name if isinstance(name, str) else f"hnswlib ef={name}{'*' if name == defaults['ef'] else ''}"
             s, b = med[name]["single"], med[name]["batched"]
             rows.append([label, f"{recall[name]['all']:.4f}", f"{recall[name]['passages']:.4f}",
                          f"{recall[name]['questions']:.4f}", f"{s * 1e6:,.0f}", f"{1 / s:,.0f}",

@@ -25,7 +25,6 @@ mean recall@10 understates the index; misses spread over every rank mean the gra
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 import hnswlib
 import numpy as np
 import realtext
-from bench_search import (K, TARGET_RECALL, baseline, blas_threads, exact_knn_batched, exact_methods, load_queries,
-                          recalls, single_queries, time_methods)
+from bench_search import (K, TARGET_RECALL, baseline, exact_knn_batched, exact_methods, load_queries, recalls,
+                          single_queries, time_methods)
 
 from dmhelpers import set_random_seed
 
@@ -132,14 +131,11 @@ def main() -> None:
     methods = exact_methods(corpus) | {(name, ef): ((lambda q, fn=fn, ef=ef: fn(q, ef)), None)
                                        for name, fn in trials.items() for ef in args.ef}
     recall = recalls(methods, queries, exact, kinds, batch=100)
-    # Single queries only: batches are not what these trials change.
-    times = time_methods(methods, single, single[:1], batch=1, reps=args.reps)
-    med = {name: {mode: statistics.median(v) for mode, v in t.items()} for name, t in times.items()}
+    med = time_methods(methods, single, args.reps)  # single queries only: what these trials are about
     base = baseline(med)["single"]
     table = []
     for name in methods:
-        label = {"exact": f"exact, {blas_threads()} BLAS threads", "exact-1": "exact, 1 BLAS thread"}.get(
-            name, f"{name[0]}, ef={name[1]}")
+        label = name if isinstance(name, str) else f"{name[0]}, ef={name[1]}"
         s = med[name]["single"]
         table.append([label, f"{recall[name]['all']:.4f}", f"{recall[name]['passages']:.4f}",
                       f"{recall[name]['questions']:.4f}", f"{s * 1e6:,.0f}", f"{base / s:.1f}x"])
