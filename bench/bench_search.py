@@ -52,8 +52,9 @@ def exact_knn(corpus: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def exact_knn_batched(corpus: np.ndarray, queries: np.ndarray, k: int, batch: int) -> np.ndarray:
-    return np.concatenate([exact_knn(corpus, queries[i:i + batch], k) for i in range(0, len(queries), batch)])
+def in_batches(fn: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, batch: int) -> np.ndarray:
+    """``fn`` applied to ``queries`` ``batch`` rows at a time, the results stacked."""
+    return np.concatenate([fn(queries[i:i + batch]) for i in range(0, len(queries), batch)])
 
 
 def recall_at(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -96,8 +97,7 @@ def recalls(methods: dict[Any, Method], queries: np.ndarray, exact: np.ndarray, 
     """Mean recall@10 against ``exact`` per method: over all queries and per kind of query."""
     out = {}
     for name, (fn, _) in methods.items():
-        found = np.concatenate([fn(queries[i:i + batch]) for i in range(0, len(queries), batch)])
-        per_query = recall_at(found, exact)
+        per_query = recall_at(in_batches(fn, queries, batch), exact)
         out[name] = {"all": per_query.mean()} | {k: per_query[s].mean() for k, s in kinds.items()}
     return out
 
@@ -184,7 +184,7 @@ def main() -> None:
     for n in args.sizes:
         X = np.ascontiguousarray(corpus[:n])
         texts = corpus_texts[:n]
-        exact = exact_knn_batched(X, queries, K, args.batch)
+        exact = in_batches(lambda q: exact_knn(X, q, K), queries, args.batch)
         with tempfile.TemporaryDirectory() as tmp:
             fake = realtext.Precomputed(embedder.name, texts, X)
             db = VectorStore(f"{tmp}/s", embedding=fake, **graph)

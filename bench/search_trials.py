@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import hnswlib
 import numpy as np
 import realtext
-from bench_search import (K, TARGET_RECALL, baseline, exact_knn_batched, exact_methods, load_queries, recalls,
+from bench_search import (K, TARGET_RECALL, baseline, exact_knn, exact_methods, in_batches, load_queries, recalls,
                           single_queries, time_methods)
 
 from dmhelpers import set_random_seed
@@ -112,7 +112,7 @@ def main() -> None:
     set_random_seed(0)
     data, queries, kinds = load_queries(args.store, args.size, args.queries)
     corpus = np.ascontiguousarray(data.vectors[:args.size])
-    exact = exact_knn_batched(corpus, queries, K, 100)
+    exact = in_batches(lambda q: exact_knn(corpus, q, K), queries, 100)
     single = single_queries(queries, kinds, min(args.single, len(queries)))
     rows = np.arange(len(corpus))
     print(f"corpus {len(corpus):,} x {corpus.shape[1]} (as bench_search.py), {len(queries):,} queries, "
