@@ -19,7 +19,10 @@ chunk, embedded once and cached.
    calls (embedding included), single questions and batches of 100, medians of ``--search-reps`` and
    ``--whole-reps`` (a whole search is dominated by embedding the question, whose noise hides the adapter;
    the "adapter share" column relates the vector part's extra time to a whole search instead).
-3. ``--profile [N]``: cProfile of one training run on N questions (default 1,000): the top 10 functions by
+3. Many relevant chunks per question (``--many-positives``): the shape of a medical benchmark of real queries,
+   2,600 questions with about 42 graded relevant chunks each over 3,600 chunks (``dmhelpers.synthetic``), trained
+   in a child process so its peak resident memory is the job's own.
+4. ``--profile [N]``: cProfile of one training run on N questions (default 1,000): the top 10 functions by
    cumulative and by own time.
 """
 from __future__ import annotations
@@ -28,8 +31,12 @@ import argparse
 import contextlib
 import cProfile
 import io
+import json
+import os
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -85,6 +92,40 @@ def print_profile(profile: cProfile.Profile, top: int = 10) -> None:
                              [[where(f)[:110], f"{v[1]:,}", f"{v[2]:.2f}", f"{v[3]:.2f}"] for f, v in rows]))
 
 
+MANY_POSITIVES = """
+import json, sys, tempfile, time
+def peak():  # this process's own high-water mark (ru_maxrss would include the parent's, inherited across exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+from dmhelpers import VectorStore
+from dmhelpers.synthetic import many_positives
+s = many_positives(n_questions=int(sys.argv[1]))
+with tempfile.TemporaryDirectory() as tmp:
+    db = VectorStore(tmp + "/store", embedding=s.embedder())
+    db.add_texts(s.chunk_ids, ids=s.chunk_ids)
+    before = peak()
+    start = time.perf_counter()
+    job = db.deep_memory.train(s.questions, s.relevance)
+    seconds = time.perf_counter() - start
+    rec = db.deep_memory._read_job(job)
+print(json.dumps({"pairs": s.pairs, "seconds": seconds, "before": before,
+                  "peak": peak(), "job": rec}))
+"""
+
+
+def many_positives_rows(sizes: list[int]) -> list[list[object]]:
+    """Train the many-relevant-chunks shape in a child process per size; time, peak memory and the choice."""
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-c", MANY_POSITIVES, str(n)], capture_output=True, text=True,
+                             check=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        job, val = r["job"], r["job"]["validation"]
+        seen = f"{100 * val['base']['seen']['recall@10']:.1f} -> {100 * val['model']['seen']['recall@10']:.1f}"
+        rows.append([f"{n:,}", f"{r['pairs']:,}", f"{r['seconds']:.1f}", f"{r['peak'] / 2**20:,.0f}",
+                     f"{(r['peak'] - r['before']) / 2**20:,.0f}", job["carried_by"] or "nothing", seen])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default="data/store", help="the default store (notebook 01)")
@@ -96,6 +137,9 @@ def main() -> None:
     parser.add_argument("--whole-reps", type=int, default=3, help="repetitions of whole search() timing (median)")
     parser.add_argument("--single", type=int, default=100, help="questions searched one call each")
     parser.add_argument("--batch", type=int, default=100, help="questions per batched call")
+    parser.add_argument("--many-positives", type=int, nargs="*", default=[2600], metavar="N",
+                        help="questions of the many-relevant-chunks shape (none: skip)")
+    parser.add_argument("--quality", type=int, default=1000, help="held-out questions each model is evaluated on")
     parser.add_argument("--profile", type=int, nargs="?", const=1000, default=None, metavar="N",
                         help="also profile one training run on N questions (default N: 1,000)")
     args = parser.parse_args()
@@ -111,7 +155,7 @@ def main() -> None:
         start = time.perf_counter()
         db.add_texts(corpus.texts)
         built = time.perf_counter() - start
-        n_all = max(n_max + n_search, args.profile or 0)
+        n_all = max(n_max + max(n_search, args.quality), args.profile or 0)
         questions, relevance = realtext.questions_cached(db.texts, db.ids, n_all, per_chunk=3, seed=0)
         q_vectors = realtext.embed_cached(questions, embedder)
         table.table.update(zip(questions, q_vectors))
@@ -127,7 +171,8 @@ def main() -> None:
 
         print(f"\ntraining (blocking, default settings; questions embedded ahead of time; + embed adds "
               f"{embed_per_q * 1e3:.1f} ms per question, measured on {len(sample):,})")
-        rows, jobs, train_s = [], {}, {}
+        rows, jobs, train_s, quality = [], {}, {}, []
+        test_q, test_rel = questions[n_max:n_max + args.quality], relevance[n_max:n_max + args.quality]
         for n in args.questions:
             reps = args.train_reps if n <= 1000 else args.train_reps_large
             times = []
@@ -138,14 +183,23 @@ def main() -> None:
                     times.append(time.perf_counter() - start)
                     rec = db.deep_memory.status(job)
             jobs[n], train_s[n] = job, statistics.median(times)
+            with quiet():
+                report = db.deep_memory.evaluate(test_q, test_rel)
+            for kind, v in report["by chunk"].items():
+                quality.append([f"{n:,}", kind, v["n"]] + [
+                    f"{100 * v['without model'][f'recall@{k}']:.1f} -> {100 * v['with model'][f'recall@{k}']:.1f}"
+                    for k in (1, 3, 5, 10, 50, 100)])
             gate = rec.get("gate")
             rows.append([f"{n:,}", f"{train_s[n]:.1f}", f"{train_s[n] + n * embed_per_q:.1f}",
                          f"{min(times):.1f}-{max(times):.1f}" if reps > 1 else "-", reps,
-                         f"{rec.get('alpha', 0):.1f}", f"{rec.get('beta', 0):.1f}",
-                         "none" if gate is None else f"{gate:.1f}",
-                         rec.get("epochs_chosen", "?")])
-        print(realtext.table(["questions", "train s", "+ embed s", "range", "runs", "alpha", "beta", "gate",
-                              "epochs"], rows))
+                         f"{rec.get('alpha', 0):.1f}", f"{rec.get('beta', 0):.1f}", f"{rec.get('alpha_out', 0):.2f}",
+                         "none" if gate is None else "closed" if gate >= 1 else f"{gate:.2f}",
+                         rec.get("epochs_chosen", "?"), len(rec.get("history", [])) - 1])
+        print(realtext.table(["questions", "train s", "+ embed s", "range", "runs", "alpha", "beta", "alpha out",
+                              "gate", "epochs", "of"], rows))
+        print(f"\nquality of each model on {len(test_q):,} held-out questions (the next ones written, about chunks "
+              "the training questions mostly did not ask about), plain search -> deep memory, %")
+        print(realtext.table(["model", "test questions", "n", "R@1", "R@3", "R@5", "R@10", "R@50", "R@100"], quality))
 
         real = VectorStore(folder, embedding=embedder)  # the same store, opened as a user would
         one = [held_out[i:i + 1] for i in range(args.single)]
@@ -208,6 +262,12 @@ def main() -> None:
                   f"queries (<= {TARGET_EXTRA_US:.0f} us and <= {TARGET_EXTRA_SHARE:.0%} of search()): "
                   f"{'MET' if ok else 'MISSED'} (adapter {extra * 1e6:+.1f} us, {share:+.2%} of search(); "
                   f"{extra / r['vector'][f'plain {mode}']:+.1%} of the vector part alone)")
+
+        if args.many_positives:
+            print("\nmany relevant chunks per question: 3,600 chunks, about 42 graded relevant chunks per question "
+                  "(dmhelpers.synthetic.many_positives), default settings, one child process per size")
+            print(realtext.table(["questions", "pairs", "train s", "peak RSS MB", "of it training MB", "gain from",
+                                  "held-out R@10 %"], many_positives_rows(args.many_positives)))
 
         if args.profile:
             n = min(args.profile, len(questions))

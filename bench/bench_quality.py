@@ -1,11 +1,24 @@
-"""Deep Memory quality on the default corpus over several seeds: plain search vs deep memory on test questions,
+"""Deep Memory quality over sizes and protocols and many seeds: plain search vs deep memory on test questions,
 split into questions about chunks seen in training and about new chunks.
 
-    .venv/bin/python bench/bench_quality.py [--store data/store] [--seeds 0 1 2 3 4] [--per-chunk 3]
+    .venv/bin/python bench/bench_quality.py [--seeds 0 1 ... 9] [--protocols workshop default tutorial]
+                                            [--option NAME VALUE] [--no-reference]
 
-Each seed writes its own questions (notebook 02's defaults: 200 questions, 100 train / 100 test), trains on a
-scratch copy of the store's vectors and evaluates. One seed's test set has only a few dozen questions of each
-kind, so a single split says little; the table shows every seed and the pooled result.
+Protocols (each: notebook 02's split, 200 questions, half for training, on a scratch copy of a store):
+
+- ``workshop``: the workshop-sized store (notebook 01 with ``MAX_PAGES = 20``; built into ``data/workshop-store``
+  on first use), 3 questions per sampled chunk;
+- ``default``: the default store (``data/store``, notebook 01's defaults), 3 questions per chunk;
+- ``tutorial``: the default store with the tutorial's protocol, 1 question per chunk, so every test question is
+  about a chunk no training question was about.
+
+Each run prints its job's choice and the test recall of each kind, plain -> deep memory, with '!' where deep
+memory is below plain search. The summary counts the runs in which new-chunk questions lost anything at any k.
+
+Reference: on the same split, a residual linear layer with no gate, trained with a softmax over every chunk for up
+to 100 epochs, at the epoch where *its test* seen-chunk recall@10 is best (an upper reference, chosen with the test
+set, not a model one could ship). It shows what the gate gives up on seen-chunk questions to keep new-chunk
+questions safe.
 """
 from __future__ import annotations
 
@@ -14,55 +27,133 @@ import contextlib
 import io
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
+import stores
+import torch
 
 from dmhelpers import VectorStore, generate_questions, split_questions
+from dmhelpers.adapter import QueryAdapter
 from dmhelpers.metrics import TOP_K
+from dmhelpers.training import single_threaded
+
+PROTOCOLS = {"workshop": ("data/workshop-store", 3), "default": ("data/store", 3), "tutorial": ("data/store", 1)}
+
+
+def literal(text: str) -> int | float | str:
+    """A command-line option value as the number it spells, or as text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def ungated_reference(db: VectorStore, train_q: list[str], train_rel, test_q: list[str], test_rel, seen: np.ndarray,
+                      seed: int, epochs: int = 100) -> tuple[float, int]:
+    """Best test seen-chunk recall@10 over ``epochs`` of an ungated residual linear layer (full softmax)."""
+    row = {cid: n for n, cid in enumerate(db.ids)}
+    corpus = torch.from_numpy(np.array(db.embeddings))
+    q_train = torch.from_numpy(db.embedding.embed(train_q))
+    target = torch.tensor([row[r[0][0]] for r in train_rel])
+    q_test = db.embedding.embed([q for q, s in zip(test_q, seen) if s])
+    wanted = np.array([row[r[0][0]] for r, s in zip(test_rel, seen) if s])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = QueryAdapter(corpus.shape[1])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    best = (0.0, 0)
+    with single_threaded():
+        for epoch in range(1, epochs + 1):
+            for batch in np.array_split(rng.permutation(len(target)), max(1, len(target) // 64)):
+                loss = torch.nn.functional.cross_entropy(model(q_train[batch]) @ corpus.T / 0.05, target[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                scores = (model(torch.from_numpy(q_test)) @ corpus.T).numpy()
+            rank = (scores > scores[np.arange(len(wanted)), wanted][:, None]).sum(axis=1)
+            best = max(best, (float((rank < 10).mean()), epoch), key=lambda b: b[0])
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default="data/store")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--questions", type=int, default=200)
-    parser.add_argument("--per-chunk", type=int, default=3)
     parser.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a TrainConfig option, e.g. --option confidence 1.0 (repeatable)")
+                        help="a TrainConfig option, e.g. --option risk 0.01 (repeatable)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the ungated reference layer")
     args = parser.parse_args()
-    pooled: dict[str, dict[str, list[float]]] = {}
-    print(f"{'seed':>4} {'kind':<12} {'n':>4}  " + "  ".join(f"{'R@' + str(k):>11}" for k in TOP_K))
-    with tempfile.TemporaryDirectory() as tmp:
-        source = VectorStore(args.store, read_only=True)
-        snapshot = f"v{source.version:06d}"
-        for seed in args.seeds:
-            folder = f"{tmp}/s{seed}"
-            shutil.copytree(f"{args.store}/{snapshot}", f"{folder}/{snapshot}")
-            shutil.copy(f"{args.store}/STORE", f"{folder}/STORE")
-            db = VectorStore(folder, embedding=source.embedding)
-            questions, relevance = generate_questions(db.texts, db.ids, args.questions, seed=seed,
-                                                      per_chunk=args.per_chunk, progress=False)
-            (tq, tr), (sq, sr) = split_questions(questions, relevance, 0.5, seed=seed)
-            with contextlib.redirect_stdout(io.StringIO()):
-                db.deep_memory.train(tq, tr, seed=seed, **{k: float(v) for k, v in args.option})
-                report = db.deep_memory.evaluate(sq, sr)
-            for kind, v in report["by chunk"].items():
-                row = pooled.setdefault(kind, {"n": [], **{f"recall@{k}": [] for k in TOP_K}})
-                row["n"].append(v["n"])
-                cells = []
-                for k in TOP_K:
-                    a, b = v["without model"][f"recall@{k}"], v["with model"][f"recall@{k}"]
-                    row[f"recall@{k}"].append((a, b))
-                    cells.append(f"{100 * a:4.0f}->{100 * b:3.0f}{'!' if b < a - 1e-9 else ' '}")
-                print(f"{seed:>4} {kind:<12} {v['n']:>4}  " + "  ".join(cells))
-    print("\npooled over seeds (weighted by questions); '!' marks a k where deep memory is below plain search")
-    for kind, row in pooled.items():
-        w = np.array(row["n"], dtype=float)
-        cells = []
-        for k in TOP_K:
-            a, b = (np.average([x[i] for x in row[f"recall@{k}"]], weights=w) for i in (0, 1))
-            cells.append(f"{100 * a:4.1f}->{100 * b:4.1f}{'!' if b < a - 1e-9 else ' '}")
-        print(f"{'all':>4} {kind:<12} {int(w.sum()):>4}  " + "  ".join(cells))
+    options = {k: literal(v) for k, v in args.option}
+    summary = []
+    for name in args.protocols:
+        store, per_chunk = PROTOCOLS[name]
+        if name == "workshop":
+            stores.ensure_store(store, max_pages=20)
+        source = VectorStore(store, read_only=True)
+        print(f"\n{name}: {len(source):,} chunks ({store}), {args.questions} questions, {per_chunk} per chunk, "
+              f"seeds {args.seeds[0]}-{args.seeds[-1]}")
+        print(f"{'seed':>4} {'model (behind gate / outside)':<34} {'kind':<5} {'n':>4}  "
+              + "  ".join(f"{'R@' + str(k):>9}" for k in TOP_K))
+        pooled: dict[str, list] = {}
+        lost_runs, reference = 0, []
+        with tempfile.TemporaryDirectory() as tmp:
+            snapshot = f"v{source.version:06d}"
+            for seed in args.seeds:
+                folder = Path(tmp) / f"s{seed}"
+                shutil.copytree(Path(store) / snapshot, folder / snapshot)
+                shutil.copy(Path(store) / "STORE", folder / "STORE")
+                db = VectorStore(folder, embedding=source.embedding)
+                questions, relevance = generate_questions(db.texts, db.ids, args.questions, seed=seed,
+                                                          per_chunk=per_chunk, progress=False)
+                (tq, tr), (sq, sr) = split_questions(questions, relevance, 0.5, seed=seed)
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    job = db.deep_memory.train(tq, tr, seed=seed, **options)
+                    report = db.deep_memory.evaluate(sq, sr)
+                rec = db.deep_memory._read_job(job)
+                gate = "closed" if rec["gate"] >= 1 else f"tau {rec['gate']:.2f}"
+                model = f"{rec['alpha']:.1f}/{rec['beta']:.1f}/{rec['alpha_out']:.2f}, {gate}"
+                lost_here = False
+                for kind, v in report["by chunk"].items():
+                    row = pooled.setdefault(kind, [])
+                    row.append((v["n"], [(v["without model"][f"recall@{k}"], v["with model"][f"recall@{k}"])
+                                         for k in TOP_K]))
+                    cells = [f"{100 * a:3.0f}->{100 * b:3.0f}{'!' if b < a - 1e-9 else ' '}" for a, b in row[-1][1]]
+                    lost_here |= kind == "new chunks" and any(b < a - 1e-9 for a, b in row[-1][1])
+                    print(f"{seed:>4} {model:<34} {kind.split()[0]:<5} {v['n']:>4}  " + "  ".join(cells))
+                    model = ""
+                lost_runs += lost_here
+                seen_rows = report["by chunk"].get("seen chunks")
+                if seen_rows and not args.no_reference:
+                    trained = {c for r in tr for c, _ in r}
+                    seen = np.array([all(c in trained for c, _ in r) for r in sr])
+                    best, epoch = ungated_reference(db, tq, tr, sq, sr, seen, seed)
+                    reference.append((seen_rows["n"], seen_rows["without model"]["recall@10"],
+                                      seen_rows["with model"]["recall@10"], best, epoch))
+        print(f"pooled over {len(args.seeds)} seeds (weighted by questions); '!' marks a k where deep memory is below "
+              "plain search")
+        for kind, rows in pooled.items():
+            w = np.array([n for n, _ in rows], dtype=float)
+            cells = []
+            for i in range(len(TOP_K)):
+                a, b = (np.average([r[i][j] for _, r in rows], weights=w) for j in (0, 1))
+                cells.append(f"{100 * a:4.1f}->{100 * b:4.1f}{'!' if b < a - 1e-9 else ' '}")
+            print(f"{'all':>4} {'':<34} {kind.split()[0]:<5} {int(w.sum()):>4}  " + "  ".join(cells))
+        line = f"{name}: new-chunk questions lost something at some k in {lost_runs} of {len(args.seeds)} runs"
+        if reference:
+            r = np.array(reference)
+            w = r[:, 0]
+            line += (f"; seen-chunk R@10 plain {np.average(r[:, 1], weights=w):.1%}, deep memory "
+                     f"{np.average(r[:, 2], weights=w):.1%}, ungated layer at its best test epoch "
+                     f"{np.average(r[:, 3], weights=w):.1%} (epochs {int(r[:, 4].min())}-{int(r[:, 4].max())})")
+        summary.append(line)
+    print("\nsummary")
+    for line in summary:
+        print("  " + line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""The query adapter: ``q' = normalise(q + g(q) * (alpha * f(q) + beta * m(q)))`` on query embeddings.
+"""The query adapter on query embeddings::
+
+    q' = normalise(q + g(q) * (alpha * f(q) + beta * m(q)) + (1 - g(q)) * alpha_out * f(q))
+
 
 - ``f`` is a trained residual layer: a linear map (default) or a small MLP, with its last layer initialised at
   zero, so training starts from the identity (plain search). It learns a better question-to-text match.
@@ -6,9 +9,11 @@
   their relevant chunks' vectors as values, ``m(q) = softmax(q . K / MEMORY_TEMPERATURE) @ V``. It carries
   *which chunks people ask about*: a question like one asked in training is pulled toward that one's chunk.
 - ``g`` is a gate that trusts both only near what was trained on: it rises from 0 to 1 as the question's
-  highest cosine similarity to a training question rises past ``tau``.
+  highest cosine similarity to a training question rises past ``tau`` (``tau = CLOSED``: it never opens).
+- Outside the gate the layer acts with ``alpha_out``, which is 0 (plain search) unless it was shown to help
+  questions about chunks nobody asked about in training.
 
-``alpha``, ``beta`` and ``tau`` are chosen on held-out questions (see :mod:`dmhelpers.training`). Inference runs
+``alpha``, ``beta``, ``alpha_out`` and ``tau`` are chosen on held-out questions (see :mod:`dmhelpers.training`). Inference runs
 in NumPy: a few small matrix products per query, no torch call on the search path.
 """
 from __future__ import annotations
@@ -50,6 +55,7 @@ def adapter_delta(weights: dict[str, np.ndarray], q: np.ndarray) -> np.ndarray:
 
 
 GATE_WIDTH = 0.1  # the gate rises from 0 to 1 over this much cosine similarity above tau
+CLOSED = 1.0  # a gate at this similarity never opens
 MEMORY_TEMPERATURE = 0.05  # the memory's attention: a training question 0.05 more similar weighs e times more
 
 
@@ -57,6 +63,8 @@ def gate(similarity: np.ndarray, tau: float | None) -> np.ndarray:
     """How much to trust the layer for questions with this highest similarity to a training question."""
     if tau is None:
         return np.ones_like(similarity, dtype=np.float32)
+    if tau >= CLOSED:
+        return np.zeros_like(similarity, dtype=np.float32)
     return np.clip((similarity - tau) / GATE_WIDTH, 0.0, 1.0).astype(np.float32)
 
 
@@ -78,19 +86,29 @@ def memory(q: np.ndarray, keys: np.ndarray, values: np.ndarray, similarity: np.n
 
 def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, tau: float | None = None,
                   references: np.ndarray | None = None, beta: float = 0.0,
-                  values: np.ndarray | None = None) -> np.ndarray:
-    """``normalise(q + g(q) * (alpha * f(q) + beta * m(q)))`` in NumPy: the search path of ``deep_memory=True``.
+                  values: np.ndarray | None = None, alpha_out: float = 0.0) -> np.ndarray:
+    """``normalise(q + g(q) * (alpha * f(q) + beta * m(q)) + (1 - g(q)) * alpha_out * f(q))`` in NumPy: the search
+    path of ``deep_memory=True``.
 
     ``references`` are the training questions' vectors (the gate's and the memory's keys), ``values`` their
     chunks' (see :func:`memory_values`). ``g`` is :func:`gate` of each question's highest similarity to a
     reference, or 1 when ``tau`` is None.
     """
     q = np.asarray(q, dtype=np.float32)
-    if alpha == 0.0 and beta == 0.0:
+    if alpha == 0.0 and beta == 0.0 and alpha_out == 0.0:
         return q
+    closed = tau is not None and tau >= CLOSED
+    if closed or (alpha == 0.0 and beta == 0.0):
+        if not alpha_out:
+            return q
+        if closed:
+            changed = q + alpha_out * adapter_delta(weights, q)
+            return changed / np.maximum(np.linalg.norm(changed, axis=1, keepdims=True), 1e-12)
     similarity = q @ references.T if references is not None and (tau is not None or beta) else None
     if tau is None:
-        rows, g = slice(None), 1.0
+        rows, g = slice(None), np.float32(1.0)
+    elif alpha_out:  # every question changes: those outside the gate through the layer alone
+        rows, g = slice(None), gate(similarity.max(axis=1), tau)[:, None]
     else:  # only questions near a training question change; the rest skip the layer and the memory
         g_all = gate(similarity.max(axis=1), tau)
         rows = np.flatnonzero(g_all)
@@ -98,10 +116,11 @@ def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, t
             return q
         g, similarity = g_all[rows, None], similarity[rows]
     part = q[rows]
-    delta = alpha * adapter_delta(weights, part) if alpha else 0.0
-    if beta:
-        delta = delta + beta * memory(part, references, values, similarity)
-    changed = part + g * delta
+    f = adapter_delta(weights, part) if (alpha or alpha_out) else 0.0
+    delta = g * (alpha * f + (beta * memory(part, references, values, similarity) if beta else 0.0))
+    if alpha_out:
+        delta = delta + (1 - g) * alpha_out * f
+    changed = part + delta
     out = q.copy()
     out[rows] = changed / np.maximum(np.linalg.norm(changed, axis=1, keepdims=True), 1e-12)
     return out

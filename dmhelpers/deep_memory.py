@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from dmhelpers.adapter import apply_adapter, load_weights, memory_values, save_weights
+from dmhelpers.adapter import CLOSED, apply_adapter, load_weights, memory_values, save_weights
 from dmhelpers.errors import DeepMemoryError, InputError, StoreError
 from dmhelpers.files import atomic_write_json
 from dmhelpers.metrics import TOP_K, retrieval_metrics
-from dmhelpers.training import Cancelled, TrainConfig, single_threaded, train_adapter
+from dmhelpers.training import (Cancelled, TrainConfig, available_memory, estimate_peak_bytes, single_threaded,
+                                train_adapter)
 
 if TYPE_CHECKING:
     from dmhelpers.store import VectorStore
@@ -101,7 +102,7 @@ class DeepMemory:
         references = weights.pop("gate.references", None)
         values = weights.pop("memory.values", None)
         return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
-                "references": references, "values": values}
+                "alpha_out": job.get("alpha_out", 0.0), "references": references, "values": values}
 
     def get_model(self) -> str | None:
         """The id of the active model's job, or None when deep memory is not trained."""
@@ -133,7 +134,8 @@ class DeepMemory:
             raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
                                   f"relevance=...) first, or search with deep_memory=False.{why}")
         m = self._active[1]
-        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"])
+        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"],
+                             m["alpha_out"])
 
     # ------------------------------------------------------------------ training
     def _guard_writable(self) -> None:
@@ -228,19 +230,30 @@ class DeepMemory:
         except (TypeError, ValueError) as exc:
             raise InputError(f"epochs, hidden and seed must be whole numbers and learning_rate a number ({exc}). "
                              "Use e.g. EPOCHS = 30, LEARNING_RATE = 0.003.") from None
-        low = {"epochs": 1, "hidden": 0, "batch_size": 1, "folds": 2, "patience": 1, "hard_negatives": 0, "depth": 1}
+        low = {"epochs": 1, "hidden": 0, "batch_size": 1, "folds": 2, "patience": 1, "hard_negatives": 0, "depth": 1,
+               "max_scored": 1, "z": 0}
         bad = [f"{k}={getattr(cfg, k)!r}" for k in low if getattr(cfg, k) < low[k]]
         bad += [f"{k}={getattr(cfg, k)!r}" for k in ("learning_rate", "temperature") if not getattr(cfg, k) > 0]
+        bad += [f"risk={cfg.risk!r}"] if not 0 < cfg.risk < 1 else []
         if bad:
             raise InputError(f"Invalid training settings {', '.join(bad)}. Use epochs >= 1 (e.g. EPOCHS = 30), "
                              f"learning_rate > 0 (e.g. LEARNING_RATE = 0.003), and for the others at least {low}.")
         queries, positives, grades = self._validate(queries, relevance)
+        needed = estimate_peak_bytes(len(queries), len(self.store), sum(map(len, positives)),
+                                     self.store.embedding.dimension, cfg)
+        free = available_memory()
+        if free is not None and needed > free:
+            raise InputError(f"Training on {len(queries):,} questions ({sum(map(len, positives)):,} relevant chunks in "
+                             f"all) over {len(self.store):,} chunks needs about {needed / 2**30:.1f} GiB of memory, but "
+                             f"only {free / 2**30:.1f} GiB is available. Train on fewer questions, pass a smaller "
+                             "max_scored=..., or free memory; nothing was written.")
+        ids = self.store.ids
         created = dt.datetime.now(dt.timezone.utc)
         job_id = f"job-{created.strftime('%Y%m%d-%H%M%S-%f')}"
         job = {"id": job_id, "status": "training", "created": created.isoformat(), "progress": 0.0, "eta_s": None,
                "embedding": self.store.embedding.name, "dimension": self.store.embedding.dimension,
                "fingerprint": self.store.fingerprint, "n_queries": len(queries), "params": asdict(cfg),
-               "trained_chunks": sorted({self.store.ids[p] for pos in positives for p in pos}),
+               "trained_chunks": sorted({ids[p] for pos in positives for p in pos}),
                "history": [], "alpha": 0.0, "beta": 0.0, "gate": None, "message": ""}
         (self.folder / job_id).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self._job_file(job_id), job)
@@ -276,16 +289,16 @@ class DeepMemory:
                 result = train_adapter(vectors, np.array(self.store.embeddings), positives, grades, negatives, cfg,
                                        lambda v, k: self.store.knn(v, k)[0], progress, self._stop[job["id"]].is_set)
             weights = dict(result.weights)
-            if result.gate is not None or result.beta:
+            if result.gate < CLOSED and (result.alpha or result.beta or result.alpha_out):
                 weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
             if result.beta:
                 weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
             save_weights(self.folder / job["id"] / "adapter.safetensors", weights)
             job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, beta=result.beta,
-                       gate=result.gate,
-                       epochs_chosen=result.epochs,
-                       history=result.history, validation=result.validation, kept_identity=result.kept_identity,
-                       message=result.message, seconds=round(time.perf_counter() - start, 2))
+                       gate=result.gate, alpha_out=result.alpha_out, epochs_chosen=result.epochs,
+                       carried_by=result.carried_by, history=result.history, validation=result.validation,
+                       kept_identity=result.kept_identity, message=result.message,
+                       seconds=round(time.perf_counter() - start, 2))
             atomic_write_json(self._job_file(job["id"]), job)
             self.set_model(job["id"])
         except Cancelled:
@@ -387,13 +400,14 @@ def _result(job: dict[str, Any]) -> str:
     for name in ("seen", "new"):
         base, model = val["base"].get(name), val["model"].get(name)
         if base:
-            parts.append(f"{name} {model['recall@10']:.0%} ({model['recall@10'] - base['recall@10']:+.0%})")
+            change = 100 * (model["recall@10"] - base["recall@10"])
+            parts.append(f"{name} {base['recall@10']:.0%} -> {model['recall@10']:.0%} ({change:+.0f} pts)")
     return "recall@10: " + ", ".join(parts)
 
 
 def format_status(job: dict[str, Any]) -> str:
-    """The tutorial's status table: status, progress/eta, recall@10 with its delta, results."""
-    width = 80
+    """The tutorial's status table: status, progress/eta, recall@10 next to plain search, what the model is."""
+    width = 96
     line = "-" * width
     rows = [("status", job["status"])]
     if job["status"] == "training":
@@ -402,11 +416,15 @@ def format_status(job: dict[str, Any]) -> str:
     rows.append(("results", _result(job)))
     if job.get("validation"):
         v = job["validation"]
-        n = ", ".join(f"{count} {kind}" for kind, count in v["n"].items())
-        rows.append(("measured on", f"{v['folds']}-fold held-out training questions ({n} chunks)"))
-        gate = "no gate" if job.get("gate") is None else f"gate tau={job['gate']:.1f}"
-        rows.append(("model", f"layer alpha={job['alpha']:.1f} ({job.get('epochs_chosen', 0)} epochs), "
-                              f"memory beta={job.get('beta', 0.0):.1f}, {gate}"))
+        n = ", ".join(f"{count} {kind}-chunk" for kind, count in v["n"].items())
+        rows.append(("measured on", f"held-out training questions: {n}"))
+        tau = job.get("gate")
+        gate = ("no gate" if tau is None else "closed" if tau >= CLOSED else f"opens above similarity {tau:.2f}")
+        epochs = job.get("epochs_chosen", 0)
+        rows.append(("gate", gate))
+        rows.append(("model", f"behind the gate: layer {job['alpha']:.1f}, memory {job.get('beta', 0.0):.1f}; "
+                              f"outside it: layer {job.get('alpha_out', 0.0):.2f}; {epochs} epoch{'s' * (epochs != 1)}"))
+        rows.append(("gain from", job.get("carried_by") or "nothing: plain search is kept"))
     out = [line, f"|{job['id']:^{width - 2}}|", line]
     for key, value in rows:
         out.append(f"| {key:<11} | {value:<{width - 18}} |")

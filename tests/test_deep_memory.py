@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,14 +33,15 @@ def test_adapter_learns_a_linear_map_and_helps_seen_and_unseen_chunks(rotated_st
         assert base < 0.3 and model > base + 0.4, (base, model)
     record = db.deep_memory.status(job)
     assert record["status"] == "completed" and 0 < record["alpha"] <= 1 and not record["kept_identity"]
-    assert [h["epoch"] for h in record["history"]] == list(range(1, 16))
+    assert [h["epoch"] for h in record["history"]] == list(range(0, 16))  # epoch 0: before training
 
 
 class PairedTask(RotatedTask):
     """Questions about chunk i cluster around a random point unrelated to the chunk: no map can be learned,
-    only *which chunk people mean* by questions like these, which is what the memory holds."""
+    only *which chunk people mean* by questions like these, which is what the memory holds. In 128 dimensions, so
+    questions about different chunks are as far apart as real ones (in 32, random directions come close)."""
 
-    name = "test/paired-32"
+    name, dimension = "test/paired-128", 128
 
     def embed(self, texts):
         out = []
@@ -65,7 +69,7 @@ def test_memory_learns_which_chunks_people_ask_about_and_leaves_new_chunks_alone
     for k in TOP_K:
         assert recall_at(db, new_q, new_rel, True, k) >= recall_at(db, new_q, new_rel, False, k), k
     weights = load_file(str(db.path / "deep_memory" / job / "adapter.safetensors"))
-    assert weights["memory.values"].shape == (300, 32) and weights["gate.references"].shape == (300, 32)
+    assert weights["memory.values"].shape == (300, 128) and weights["gate.references"].shape == (300, 128)
 
 
 def test_training_is_deterministic_and_restored_on_reopen(rotated_store, tmp_path):
@@ -92,7 +96,7 @@ def test_identity_is_kept_when_nothing_beats_plain_search(tmp_path):
     db = build_rotated_store(tmp_path / "s", task)
     job = db.deep_memory.train(*RotatedTask.questions(TRAIN[:50], [0, 1]), epochs=3)
     record = db.deep_memory.status(job)
-    assert record["kept_identity"] and record["alpha"] == 0.0 and "kept the identity" in record["message"]
+    assert record["kept_identity"] and record["alpha"] == 0.0 and "Kept plain search" in record["message"]
     q = RotatedTask.questions(UNSEEN[:30], [5])[0]
     assert [h.id for h in db.search(q[0], k=10, deep_memory=True)] == [h.id for h in db.search(q[0], k=10)]
 
@@ -212,3 +216,46 @@ def test_evaluate_prints_the_tutorial_table_and_breaks_down_by_chunk(rotated_sto
     by = report["by chunk"]
     assert by["seen chunks"]["n"] == 30 and by["new chunks"]["n"] == 20
     assert by["seen chunks"]["with model"]["recall@10"] > by["seen chunks"]["without model"]["recall@10"]
+
+
+BOUNDED_TRAINING = """
+import json, sys, time
+def peak():  # this process's own high-water mark (ru_maxrss would include the parent's, inherited across exec)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+from dmhelpers import VectorStore
+from dmhelpers.synthetic import many_positives
+from dmhelpers.training import TrainConfig, estimate_peak_bytes
+s = many_positives()
+db = VectorStore(sys.argv[1], embedding=s.embedder())
+db.add_texts(s.chunk_ids, ids=s.chunk_ids)
+before = peak()
+start = time.perf_counter()
+job = db.deep_memory.train(s.questions, s.relevance)
+seconds = time.perf_counter() - start
+record = db.deep_memory.status(job)
+print(json.dumps({"pairs": s.pairs, "before": before, "seconds": seconds, "status": record["status"],
+                  "peak": peak(),
+                  "estimate": estimate_peak_bytes(len(s.questions), len(db), s.pairs, 384, TrainConfig()),
+                  "validation": record["validation"]}))
+"""
+
+
+def test_many_relevant_chunks_per_question_train_in_memory_bounded_by_questions(tmp_path):
+    """The shape of a public medical benchmark of real queries: 2,600 questions with about 42 graded relevant chunks
+    each over 3,600 chunks (109,200 pairs), which once needed more than 24 GiB. Run in a fresh process, so its
+    peak resident memory is the job's own."""
+    out = subprocess.run([sys.executable, "-c", BOUNDED_TRAINING, str(tmp_path / "store")], capture_output=True,
+                         text=True, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["pairs"] > 100_000 and result["status"] == "completed"
+    assert result["peak"] < 2 * 2**30, result
+    assert result["peak"] - result["before"] < result["estimate"], result  # the docstring's formula bounds the job
+    model, base = result["validation"]["model"]["seen"], result["validation"]["base"]["seen"]
+    assert all(model[k] >= base[k] - 1e-9 for k in base)
+
+
+def test_a_job_too_big_for_this_machine_is_refused_before_anything_is_written(rotated_store, monkeypatch):
+    monkeypatch.setattr("dmhelpers.deep_memory.available_memory", lambda: 2**20)
+    with pytest.raises(InputError, match=r"needs about .* GiB of memory, but only 0.0 GiB is available"):
+        rotated_store.deep_memory.train(*RotatedTask.questions(TRAIN[:40], [0, 1]))
+    assert not (rotated_store.path / "deep_memory").exists()
