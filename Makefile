@@ -7,7 +7,7 @@ export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test notebooks bench clean
+.PHONY: setup run test test-fast notebooks bench clean
 
 setup: $(STAMP)
 
@@ -20,20 +20,24 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/model.txt
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m dmhelpers.notebooks run
+	$(PY) -m dmhelpers.tooling.notebooks run
 
 test: setup
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:langsmith_plugin -p no:cacheprovider notebooks/
 
+# The unit tier only (under a minute): tests/unit.
+test-fast: setup
+	$(PY) -m pytest tests/unit
+
 # Re-execute the committed notebooks on their defaults and strip run-specific metadata (before committing).
 notebooks: setup
-	$(PY) -m dmhelpers.notebooks refresh
+	$(PY) -m dmhelpers.tooling.notebooks refresh
 
 # Benchmarks (bench/*.py), each printing a table: about 17 min on 2 cores once data/bench-cache/ exists. The first
 # run also collects and embeds ~100k real passages into it (10-30 min) and builds data/store if it is missing.
 bench: setup
-	test -f data/store/STORE || $(PY) -m dmhelpers.notebooks run
+	test -f data/store/STORE || $(PY) -m dmhelpers.tooling.notebooks run
 	$(PY) bench/bench_embeddings.py
 	$(PY) bench/bench_search.py
 	$(PY) bench/search_trials.py

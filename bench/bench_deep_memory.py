@@ -20,7 +20,7 @@ chunk, embedded once and cached.
    ``--whole-reps`` (a whole search is dominated by embedding the question, whose noise hides the adapter;
    the "adapter share" column relates the vector part's extra time to a whole search instead).
 3. Many relevant chunks per question (``--many-positives``): the shape of a medical benchmark of real queries,
-   2,600 questions with about 42 graded relevant chunks each over 3,600 chunks (``dmhelpers.synthetic``), trained
+   2,600 questions with about 42 graded relevant chunks each over 3,600 chunks (``dmhelpers.data.synthetic``), trained
    in a child process so its peak resident memory is the job's own.
 4. ``--profile [N]``: cProfile of one training run on N questions (default 1,000): the top 10 functions by
    cumulative and by own time.
@@ -97,7 +97,7 @@ import json, sys, tempfile, time
 def peak():  # this process's own high-water mark (ru_maxrss would include the parent's, inherited across exec)
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
 from dmhelpers import VectorStore
-from dmhelpers.synthetic import many_positives
+from dmhelpers.data.synthetic import many_positives
 s = many_positives(n_questions=int(sys.argv[1]))
 with tempfile.TemporaryDirectory() as tmp:
     db = VectorStore(tmp + "/store", embedding=s.embedder())

@@ -34,9 +34,9 @@ import stores
 import torch
 
 from dmhelpers import VectorStore, generate_questions, split_questions
-from dmhelpers.adapter import QueryAdapter
-from dmhelpers.metrics import TOP_K
-from dmhelpers.training import single_threaded
+from dmhelpers.deep_memory.adapter import QueryAdapter
+from dmhelpers.deep_memory.training import single_threaded
+from dmhelpers.evaluation.metrics import TOP_K
 
 PROTOCOLS = {"workshop": ("data/workshop-store", 3), "default": ("data/store", 3), "tutorial": ("data/store", 1)}
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dmhelpers.errors import EmbeddingError, InputError, redact, require_api_key
+from dmhelpers.utils.errors import EmbeddingError, InputError, redact, require_api_key
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: one place for the kernel name and timeouts (overridable by environment variables)."""
+"""Shared fixtures, and one place for the kernel name and timeouts (overridable by environment variables).
+
+The tests come in tiers, one folder each, marked by folder: ``unit`` (fast, ``make test-fast``), ``safety`` (bad
+input, crashes, LLM errors, resource limits, properties) and ``notebooks`` (the notebooks run through papermill).
+Helpers are in ``helpers.py``.
+"""
 from __future__ import annotations
 
 import os
@@ -8,74 +13,30 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 import functools
 import http.server
-import json
 import threading
-import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers import PAGES, RotatedTask, SiteHandler, build_rotated_store
 
 from dmhelpers import LocalEmbeddings
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
+TIERS = ("unit", "safety", "notebooks")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark each test with its tier, the folder it is in."""
+    for item in items:
+        tier = next((t for t in TIERS if f"{os.sep}{t}{os.sep}" in str(item.path)), None)
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
 def embedder() -> LocalEmbeddings:
     """The real default embedder, loaded once per test session."""
     return LocalEmbeddings(show_progress=False)
-
-
-class HashEmbeddings:
-    """A deterministic bag-of-words embedder (hashing trick): a second, different embedder for mismatch tests."""
-
-    def __init__(self, name: str = "test/hash-64", dimension: int = 64) -> None:
-        self.name, self._dimension = name, dimension
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    def embed(self, texts):
-        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, zlib.crc32(w.encode()) % self._dimension] += 1.0  # not hash(): it differs per process
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-PAGES = {
-    "docs/index.html": """<html><head><title>Tiny docs</title></head><body>
-        <a href="zip.html">Zip files</a> <a href="csv.html#reading">CSV</a> <a href="csv.html">CSV again</a>
-        <a href="missing.html">Broken</a> <a href="slow.html">Slow</a> <a href="data.pdf">A PDF</a>
-        <a href="https://elsewhere.example/page.html">Off site</a> <a href="/outside.html">Outside the prefix</a>
-        <a href="mailto:docs@example.com">Mail</a> <a href="file:///etc/passwd">Local file</a>
-        <a href="javascript:alert(1)">Script</a></body></html>""",
-    "docs/zip.html": """<html><head><title>Zip archives</title></head><body><h1>Zip archives</h1>
-        <p>Use <a href="x.html">ZipFile</a> to read a member of a zip archive: open it and call read().</p>
-        <img src="logo.png" alt="logo"></body></html>""",
-    "docs/csv.html": """<html><head><title>CSV files</title></head><body><h1>CSV files</h1>
-        <p>The csv module reads and writes comma-separated values, one row per line.</p></body></html>""",
-    "docs/data.pdf": "%PDF-1.4 not html",
-    "outside.html": "<html><body>outside</body></html>",
-}
-
-
-class _SiteHandler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        if self.path.endswith("/slow.html"):
-            time.sleep(2.0)
-        super().do_GET()
-
-    def guess_type(self, path):  # the PDF must say it is a PDF
-        return "application/pdf" if str(path).endswith(".pdf") else "text/html"
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture()
@@ -85,80 +46,13 @@ def tiny_site(tmp_path: Path) -> Iterator[str]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(body)
     (tmp_path / "docs/slow.html").write_text("<html><title>Slow</title><body>slow</body></html>")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_SiteHandler, directory=str(tmp_path)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SiteHandler, directory=str(tmp_path)))
     server.handle_error = lambda *args: None  # clients that time out or stop reading close early: expected here
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/docs/index.html"
     server.shutdown()
     server.server_close()
-
-
-def send_reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: dict | bytes | str,
-               content_type: str | None = None, headers: dict[str, str] | None = None) -> None:
-    """Write one whole response from a test server's handler: a dict is sent as JSON, text and bytes as HTML
-    unless ``content_type`` says otherwise."""
-    raw = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
-    handler.send_response(status)
-    handler.send_header("Content-Type", content_type or ("application/json" if isinstance(body, dict) else "text/html"))
-    handler.send_header("Content-Length", str(len(raw)))
-    for key, value in (headers or {}).items():
-        handler.send_header(key, value)
-    handler.end_headers()
-    handler.wfile.write(raw)
-
-
-def chat_completion(content: str | None, model: str = "fake-model", refusal: str | None = None,
-                    usage: dict[str, int] | None = None) -> dict:
-    """An OpenAI-compatible ``chat.completion`` reply whose one message says ``content``."""
-    return {"id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": usage or {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-
-class RotatedTask:
-    """A corpus and questions built so that a linear map must be learned: a question's vector is its chunk's
-    vector turned by a fixed rotation plus noise, so plain search mostly misses and a linear adapter can undo it.
-
-    Texts "c<i>" embed to chunk i; questions "q<i>-<s>" embed to a noisy rotated copy of chunk i (noise seed s).
-    """
-
-    name, dimension, size = "test/rotated-32", 32, 400
-
-    def __init__(self, turn: float = 0.75, noise: float = 0.5) -> None:
-        rng = np.random.default_rng(0)
-        corpus = rng.normal(size=(self.size, self.dimension))
-        self.corpus = (corpus / np.linalg.norm(corpus, axis=1, keepdims=True)).astype(np.float32)
-        rotation = np.linalg.qr(rng.normal(size=(self.dimension, self.dimension)))[0]
-        self.mix = ((1 - turn) * np.eye(self.dimension) + turn * rotation).astype(np.float32)
-        self.noise = noise
-
-    def embed(self, texts):
-        out = []
-        for t in texts:
-            if t.startswith("q"):
-                i, s = map(int, t[1:].split("-"))
-                extra = np.random.default_rng(s * 1000 + i).normal(size=self.dimension) / np.sqrt(self.dimension)
-                out.append(self.mix @ self.corpus[i] + self.noise * extra)
-            else:
-                out.append(self.corpus[int(t[1:])])
-        out = np.array(out, dtype=np.float32).reshape(len(texts), self.dimension)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    @staticmethod
-    def questions(chunks, seeds) -> tuple[list[str], list[list[tuple[str, float]]]]:
-        qs = [f"q{c}-{s}" for c in chunks for s in seeds]
-        return qs, [[(f"c{q[1:].split('-')[0]}", 1.0)] for q in qs]
-
-
-def build_rotated_store(path, task: RotatedTask):
-    """A store holding the task's chunks, with ids "c<i>"."""
-    from dmhelpers import VectorStore
-
-    db = VectorStore(path, embedding=task)
-    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
-    return db
 
 
 @pytest.fixture()

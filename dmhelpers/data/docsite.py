@@ -1,0 +1,164 @@
+"""The offline default site: Python's own documentation rendered by ``pydoc`` and served on 127.0.0.1.
+
+The crawler reaches it over HTTP exactly as it would reach a remote docs site, so the tutorial's
+"find links -> load pages" steps run unchanged with no network.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import html
+import http.server
+import importlib
+import pydoc
+import re
+import sys
+import sysconfig
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from pydoc_data.topics import topics as LANGUAGE_TOPICS
+
+from bs4 import BeautifulSoup
+
+from dmhelpers.utils.errors import CrawlError, InputError
+from dmhelpers.utils.files import atomic_write_text
+
+# Standard-library modules that import with no GUI, no network and no side effects,
+# chosen to cover what people ask about every day: files, text, data formats, time, maths, concurrency.
+DEFAULT_MODULES: tuple[str, ...] = (
+    "abc", "argparse", "array", "base64", "bisect", "bz2", "calendar", "collections", "concurrent.futures",
+    "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "enum",
+    "filecmp", "fnmatch", "fractions", "functools", "getopt", "glob", "gzip", "hashlib", "heapq", "hmac",
+    "html", "html.parser", "ipaddress", "itertools", "json", "logging", "lzma", "math", "mimetypes",
+    "operator", "pathlib", "pickle", "pprint", "queue", "random", "re", "sched", "secrets", "shelve",
+    "shlex", "shutil", "sqlite3", "statistics", "string", "struct", "tarfile", "tempfile", "textwrap",
+    "threading", "timeit", "tomllib", "traceback", "urllib.parse", "uuid", "warnings", "weakref",
+    "zipfile", "zlib", "zoneinfo",
+)
+
+_SITE_VERSION = "2"  # bump when the rendering below changes, so cached sites are rebuilt
+
+
+def _machine_paths() -> list[str]:
+    """Install locations that pydoc prints into pages; they differ per machine, so they are stripped."""
+    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    return sorted((p for p in paths if p), key=len, reverse=True)
+
+
+def _strip_machine_paths(page: str) -> str:
+    """Replace absolute install paths with ``Lib`` (as in CPython's source tree) and drop ``file:`` links."""
+    page = re.sub(r'<a href="file:[^"]*">([^<]*)</a>', r"\1", page)
+    for path in _machine_paths():
+        page = page.replace(path, "Lib")
+    return page
+
+
+_INHERITED = re.compile(r"<hr>\n[A-Za-z ]+ inherited from <a [^>]*>[^<]*</a>:<br>\n.*?(?=<hr>|</td></tr>)", re.S)
+_BOILERPLATE = re.compile(r"<dl><dt><strong>__(weakref|dict)__</strong></dt>\n<dd>.*?</dd>\n</dl>\n?", re.S)
+
+
+def _module_page(name: str) -> str:
+    """A module's pydoc page without inherited members (documented on their own class) and slot boilerplate."""
+    module = importlib.import_module(name)
+    page = pydoc.html.page(pydoc.describe(module), pydoc.html.document(module, name))
+    page = _BOILERPLATE.sub("", _INHERITED.sub("", page))
+    soup = BeautifulSoup(page, "html.parser")
+    for title in soup.find_all("strong", class_="bigsection", string="Modules"):
+        title.find_parent("table").decompose()  # the list of modules this one imports: a table of names
+    return str(soup)
+
+
+def _topic_page(key: str) -> str:
+    body = f"<h1>{html.escape(key)}</h1>\n<pre>{html.escape(LANGUAGE_TOPICS[key])}</pre>"
+    return pydoc.html.page(f"Python language reference: {key}", body)
+
+
+def _index_page(modules: tuple[str, ...], topics: list[str]) -> str:
+    mods = "".join(f'<li><a href="{m}.html">{m}</a></li>' for m in modules)
+    tops = "".join(f'<li><a href="topic-{t}.html">{t}</a></li>' for t in topics)
+    body = (
+        f"<h1>Python {sys.version_info.major}.{sys.version_info.minor} documentation (offline)</h1>"
+        f"<h2>Standard library modules</h2><ul>{mods}</ul>"
+        f"<h2>Language reference</h2><ul>{tops}</ul>"
+    )
+    return pydoc.html.page("Python documentation index", body)
+
+
+def build_python_docs(folder: str | Path, modules: tuple[str, ...] = DEFAULT_MODULES,
+                      language_topics: bool = True) -> Path:
+    """Render the standard-library docs to static HTML in ``folder`` (reused when already built).
+
+    Args:
+        folder: where to write ``index.html`` and one page per module and language topic.
+        modules: importable module names to document.
+        language_topics: also render pydoc's language-reference topics (``if``, ``with``, ...).
+    Returns:
+        The folder, holding an ``index.html`` that links every page.
+    """
+    folder = Path(folder)
+    stamp = folder / ".complete"
+    wanted = f"{_SITE_VERSION} {sys.version.split()[0]} {' '.join(modules)} {language_topics}"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    topics = sorted(LANGUAGE_TOPICS) if language_topics else []
+    for name in modules:
+        atomic_write_text(folder / f"{name}.html", _strip_machine_paths(_module_page(name)))
+    for key in topics:
+        atomic_write_text(folder / f"topic-{key}.html", _topic_page(key))
+    atomic_write_text(folder / "index.html", _index_page(modules, topics))
+    atomic_write_text(stamp, wanted)  # written last: a crash mid-build leaves no stamp, so it rebuilds
+    return folder
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+DEFAULT_PORT = 8731  # a fixed port keeps source URLs identical between runs; a free one is used when taken
+
+
+@contextlib.contextmanager
+def serve_folder(folder: str | Path, port: int = DEFAULT_PORT) -> Iterator[str]:
+    """Serve a folder of HTML files on 127.0.0.1 and yield its ``index.html`` URL (``port``, or a free one)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CrawlError(f"{folder} is not a folder of HTML files. Pass a folder that exists "
+                         "(for example a Sphinx `_build/html`), an http(s) URL, or None for the offline site.")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def open_site(base_url: str | None, cache: str | Path = "python-docs") -> Iterator[str]:
+    """Yield a URL to crawl: the offline Python docs (``None``), a served local folder, or ``base_url`` as is.
+
+    Args:
+        base_url: ``None`` for the offline default, a path to a folder of HTML files, or an http(s) URL.
+        cache: folder where the offline Python docs are rendered (built once, then reused).
+    """
+    if base_url is not None and not isinstance(base_url, (str, Path)):
+        raise InputError(f"BASE_URL must be None, an http(s) URL or a folder of HTML files, got {base_url!r}. "
+                         "Use BASE_URL = None for the offline Python docs.")
+    if base_url is None:
+        with serve_folder(build_python_docs(cache)) as url:
+            yield url
+    elif re.match(r"https?://", str(base_url)):
+        yield base_url
+    else:
+        with serve_folder(base_url) as url:
+            yield url

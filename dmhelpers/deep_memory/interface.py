@@ -1,0 +1,39 @@
+"""What Deep Memory needs from a store: a small interface, so any backend that has it can train and serve models
+(the hnswlib :class:`~dmhelpers.VectorStore` is one). Deep Memory never imports a store class."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dmhelpers.embeddings import Embedder
+
+
+class SearchableStore(Protocol):
+    """A store of chunk vectors that Deep Memory can train on and search through."""
+
+    path: Path | str  # where the store is, for messages
+    read_only: bool  # True: training and changing the active model are refused
+    embedding: Embedder  # embeds questions into the space of the chunks
+
+    def __len__(self) -> int: ...
+
+    @property
+    def ids(self) -> list[str]:
+        """Chunk ids, in row order."""
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """Chunk vectors ``(len(self), dimension)``, normalised, in row order."""
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the ids and texts: a model records the corpus version it was trained on."""
+
+    @property
+    def model_folder(self) -> Path:
+        """Where this store's Deep Memory jobs and the active-model pointer live."""
+
+    def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""

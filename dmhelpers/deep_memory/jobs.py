@@ -1,0 +1,356 @@
+"""``db.deep_memory``: training jobs, model versions and the active model, named as in Deep Lake.
+
+    job_id = db.deep_memory.train(queries=questions, relevance=relevance)
+    db.deep_memory.status(job_id); db.deep_memory.list_jobs(); db.deep_memory.cancel(job_id)
+    db.deep_memory.get_model(); db.deep_memory.set_model(job_id)
+    db.search(question, k=10, deep_memory=True)
+
+Each job lives in ``<store>/deep_memory/<job_id>/``: ``job.json`` (status, parameters, history, metrics) and,
+once completed, ``adapter.safetensors``. ``deep_memory/ACTIVE`` names the active model and is replaced
+atomically, so a failed, cancelled or interrupted job never replaces it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, load_weights, memory_values, save_weights
+from dmhelpers.deep_memory.config import TrainConfig
+from dmhelpers.deep_memory.interface import SearchableStore
+from dmhelpers.deep_memory.status import format_status, result_line
+from dmhelpers.deep_memory.training import (
+    Cancelled,
+    available_memory,
+    estimate_peak_bytes,
+    mine_negatives,
+    single_threaded,
+    train_adapter,
+)
+from dmhelpers.evaluation.evaluate import evaluate
+from dmhelpers.evaluation.metrics import TOP_K
+from dmhelpers.utils.errors import DeepMemoryError, InputError, StoreError, check_number, check_whole
+from dmhelpers.utils.files import atomic_write_json
+
+ACTIVE = "ACTIVE"
+
+
+class DeepMemory:
+    """Train, list, cancel and choose query adapters for one store (anything with the
+    :class:`~dmhelpers.deep_memory.interface.SearchableStore` interface, e.g. :class:`~dmhelpers.VectorStore`)."""
+
+    def __init__(self, store: SearchableStore) -> None:
+        self.store = store
+        self.folder = store.model_folder
+        self._threads: dict[str, threading.Thread] = {}
+        self._stop: dict[str, threading.Event] = {}
+        self._live: dict[str, dict[str, Any]] = {}
+        self._active: tuple[str, dict[str, Any]] | None = None  # (job id, adapter weights and gate settings)
+        self._load_active()
+
+    # ------------------------------------------------------------------ models
+    def _job_file(self, job_id: str) -> Path:
+        return self.folder / job_id / "job.json"
+
+    def _read_job(self, job_id: str) -> dict[str, Any]:
+        if job_id in self._live:
+            return self._live[job_id]
+        try:
+            return json.loads(self._job_file(job_id).read_text())
+        except (FileNotFoundError, TypeError):  # TypeError: job_id is not a string
+            known = ", ".join(j["id"] for j in self._all_jobs()) or "none yet"
+            raise InputError(f"Unknown job id {job_id!r}. Pass one of this store's jobs "
+                             f"(db.deep_memory.list_jobs()): {known}.") from None
+        except ValueError as exc:
+            raise StoreError(f"The record of job {job_id} is damaged ({exc}). Train a new model.") from exc
+
+    def _all_jobs(self) -> list[dict[str, Any]]:
+        jobs = {}
+        if self.folder.is_dir():
+            for f in sorted(self.folder.glob("*/job.json")):
+                try:
+                    jobs[f.parent.name] = json.loads(f.read_text())
+                except ValueError:
+                    continue
+        jobs.update(self._live)
+        return sorted(jobs.values(), key=lambda j: j["created"])
+
+    def _check_model(self, job: dict[str, Any]) -> None:
+        """Refuse a model made for another embedder or another version of the corpus."""
+        if job["embedding"] != self.store.embedding.name or job["dimension"] != self.store.embedding.dimension:
+            raise StoreError(f"Model {job['id']} was trained for the embedder {job['embedding']!r} "
+                             f"({job['dimension']} dimensions), not this store's {self.store.embedding.name!r}. "
+                             "Train a new model on this store.")
+        if job["fingerprint"] != self.store.fingerprint:
+            raise StoreError(f"Model {job['id']} was trained on another version of this corpus (the chunks changed "
+                             "since). Train a new model with db.deep_memory.train(...).")
+
+    def _load_active(self) -> None:
+        pointer = self.folder / ACTIVE
+        if not pointer.exists():
+            return
+        try:
+            job = self._read_job(json.loads(pointer.read_text())["job_id"])
+            self._check_model(job)
+            self._active = (job["id"], self._load_model(job))
+        except Exception:  # damaged or mismatched: kept on disk, not used; deep_memory=True explains why
+            self._active = None
+
+    def _load_model(self, job: dict[str, Any]) -> dict[str, Any]:
+        weights = load_weights(self.folder / job["id"] / "adapter.safetensors")
+        references = weights.pop("gate.references", None)
+        values = weights.pop("memory.values", None)
+        return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
+                "alpha_out": job.get("alpha_out", 0.0), "references": references, "values": values}
+
+    def get_model(self) -> str | None:
+        """The id of the active model's job, or None when deep memory is not trained."""
+        return self._active[0] if self._active else None
+
+    def set_model(self, job_id: str) -> None:
+        """Make a completed job's model the active one (checked against this store's embedder and corpus)."""
+        job = self._current(self._read_job(job_id))
+        if job["status"] != "completed":
+            raise InputError(f"Job {job_id} is {job['status']}, not completed: only a completed job has a model. "
+                             "Choose a completed job (db.deep_memory.list_jobs()), or train again.")
+        self._check_model(job)
+        self._guard_writable()
+        try:
+            model = self._load_model(job)
+        except Exception as exc:  # missing or damaged adapter.safetensors
+            raise StoreError(f"The model files of job {job_id} are missing or damaged ({type(exc).__name__}: {exc}). "
+                             "Train a new model, or choose another job.") from exc
+        atomic_write_json(self.folder / ACTIVE, {"job_id": job_id})
+        self._active = (job_id, model)
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Apply the active adapter to query vectors (the corpus vectors are never changed)."""
+        if self._active is None:
+            why = ""
+            if (self.folder / ACTIVE).exists():
+                why = (" The stored model cannot be used (it does not match this store's embedder or corpus, or its "
+                       "files are damaged); retrain.")
+            raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
+                                  f"relevance=...) first, or search with deep_memory=False.{why}")
+        m = self._active[1]
+        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"],
+                             m["alpha_out"])
+
+    # ------------------------------------------------------------------ training
+    def _guard_writable(self) -> None:
+        if self.store.read_only:
+            raise StoreError(f"The store at {self.store.path} was opened with read_only=True. Open it with "
+                             "read_only=False to train or change the active model.")
+
+    @property
+    def _row(self) -> dict[str, int]:
+        return {i: n for n, i in enumerate(self.store.ids)}
+
+    def _validate(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]], minimum: int = 10
+                  ) -> tuple[list[str], list[list[int]], list[list[float]]]:
+        if isinstance(queries, str):
+            raise InputError("queries must be a list of questions, not a single string.")
+        queries, relevance = list(queries), list(relevance)
+        if not queries:
+            raise InputError("Got no queries. Generate questions first (notebook 02).")
+        if len(queries) != len(relevance):
+            raise InputError(f"Got {len(queries)} queries but {len(relevance)} relevance lists; pass one list of "
+                             "(chunk_id, score) pairs per query.")
+        if len(self.store) == 0:
+            raise StoreError(f"The store at {self.store.path} has no chunks. Build it first (notebook 01).")
+        row = self._row
+        positives, grades = [], []
+        for n, (q, rel) in enumerate(zip(queries, relevance)):
+            if not isinstance(q, str) or not q.strip():
+                raise InputError(f"Query {n} is empty: every query must be a non-empty question.")
+            if not rel:
+                raise InputError(f"Query {n} has no relevant chunks: give at least one (chunk_id, score) pair.")
+            pos, sc = [], []
+            for pair in rel:
+                try:
+                    if isinstance(pair, str) or len(pair) != 2:
+                        raise ValueError
+                    cid, score = pair
+                    score = float(score)
+                except (TypeError, ValueError):
+                    raise InputError(f"Relevance of query {n} must be (chunk_id, score) pairs, got {pair!r}.") from None
+                if cid not in row:
+                    raise InputError(f"Relevance of query {n} names chunk id {cid!r}, which is not in this store. "
+                                     "Use ids from db.ids (questions made for another store do not fit).")
+                if not 0.0 <= score <= 1.0:
+                    raise InputError(f"Relevance score {score} of query {n} is outside [0, 1]. Use 1.0 for relevant, "
+                                     "smaller values for partly relevant.")
+                if score > 0:
+                    pos.append(row[cid])
+                    sc.append(score)
+            if not pos:
+                raise InputError(f"Query {n} has only zero scores: give at least one chunk a score above 0.")
+            positives.append(pos)
+            grades.append(sc)
+        if len(queries) < minimum:
+            raise InputError(f"Got {len(queries)} queries: too few to hold out validation questions. Train on at "
+                             f"least {minimum} (the tutorial uses 100).")
+        return queries, positives, grades
+
+    def train(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]], epochs: int = 30,
+              learning_rate: float = 3e-3, hidden: int = 0, seed: int = 0, background: bool = False,
+              **options: Any) -> str:
+        """Train a query adapter; returns the job id. Blocks until done unless ``background=True``.
+
+        Args:
+            queries, relevance: questions and, per question, ``(chunk_id, score)`` pairs (scores in [0, 1]).
+            epochs: the most epochs to train (the best number is chosen on held-out questions).
+            learning_rate: Adam's step size.
+            hidden: 0 for the default linear layer, or the hidden size of a small MLP.
+            seed: makes the job deterministic.
+            background: run in a thread and return at once; follow it with :meth:`status`.
+            options: further :class:`~dmhelpers.training.TrainConfig` fields.
+        """
+        self._guard_writable()
+        known = list(TrainConfig.__dataclass_fields__)
+        if set(options) - set(known):
+            raise InputError(f"Unknown training option(s) {sorted(set(options) - set(known))}. Options: {known}.")
+        cfg = TrainConfig(epochs=check_whole("epochs", epochs, 1, hint="Use e.g. EPOCHS = 30."),
+                          learning_rate=check_number("learning_rate", learning_rate, 0,
+                                                     hint="Use e.g. LEARNING_RATE = 0.003."),
+                          hidden=check_whole("hidden", hidden, 0, hint="0 is the linear layer; hidden=64 a small MLP."),
+                          seed=check_whole("seed", seed, 0, hint="Use e.g. SEED = 0."), **options)
+        for name, low in {"batch_size": 1, "folds": 2, "patience": 1, "hard_negatives": 0, "depth": 1,
+                          "max_scored": 1}.items():
+            check_whole(name, getattr(cfg, name), low, hint=f"The default is {getattr(TrainConfig, name)}.")
+        check_number("temperature", cfg.temperature, 0, hint="The default is 0.05.")
+        check_number("risk", cfg.risk, 0, 1, hint="The default is 0.001.")
+        check_number("z", cfg.z, 0, hint="The default is 3.")
+        if cfg.negatives not in ("hard", "trained"):
+            raise InputError(f"negatives must be 'hard' or 'trained', got {cfg.negatives!r}. The default is 'hard'.")
+        queries, positives, grades = self._validate(queries, relevance)
+        needed = estimate_peak_bytes(len(queries), len(self.store), sum(map(len, positives)),
+                                     self.store.embedding.dimension, cfg)
+        free = available_memory()
+        if free is not None and needed > free:
+            raise InputError(f"Training on {len(queries):,} questions ({sum(map(len, positives)):,} relevant chunks in "
+                             f"all) over {len(self.store):,} chunks needs about {needed / 2**30:.1f} GiB of memory, but "
+                             f"only {free / 2**30:.1f} GiB is available. Train on fewer questions, pass a smaller "
+                             "max_scored=..., or free memory; nothing was written.")
+        ids = self.store.ids
+        created = dt.datetime.now(dt.timezone.utc)
+        job_id = f"job-{created.strftime('%Y%m%d-%H%M%S-%f')}"
+        job = {"id": job_id, "status": "training", "created": created.isoformat(), "progress": 0.0, "eta_s": None,
+               "embedding": self.store.embedding.name, "dimension": self.store.embedding.dimension,
+               "fingerprint": self.store.fingerprint, "n_queries": len(queries), "params": asdict(cfg),
+               "trained_chunks": sorted({ids[p] for pos in positives for p in pos}),
+               "history": [], "alpha": 0.0, "beta": 0.0, "gate": None, "message": ""}
+        (self.folder / job_id).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self._job_file(job_id), job)
+        self._live[job_id] = job
+        self._stop[job_id] = threading.Event()
+        if background:  # follow it with status(job_id)
+            thread = threading.Thread(target=self._run, args=(job, queries, positives, grades, cfg), name=job_id,
+                                      daemon=True)
+            self._threads[job_id] = thread
+            thread.start()
+        else:
+            with tqdm(total=100, desc=f"Training {job_id}", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+                self._run(job, queries, positives, grades, cfg, bar)
+            if job["status"] == "failed":
+                raise DeepMemoryError(f"Training job {job_id} failed: {job['message']}")
+        return job_id
+
+    def _run(self, job: dict[str, Any], queries: list[str], positives: list[list[int]], grades: list[list[float]],
+             cfg: TrainConfig, bar: tqdm | None = None) -> None:
+        start = time.perf_counter()
+
+        def progress(share: float, row: dict[str, float]) -> None:
+            job["progress"] = share
+            elapsed = time.perf_counter() - start
+            job["eta_s"] = elapsed * (1 - share) / share if share > 0 else None
+            if bar is not None:
+                bar.update(round(100 * share) - bar.n)
+
+        try:
+            vectors = self.store.embedding.embed(queries)
+            negatives = mine_negatives(lambda v, k: self.store.knn(v, k)[0], self.store.embeddings, vectors,
+                                       positives, cfg.hard_negatives, cfg.duplicate_threshold)
+            with single_threaded():
+                result = train_adapter(vectors, np.array(self.store.embeddings), positives, grades, negatives, cfg,
+                                       lambda v, k: self.store.knn(v, k)[0], progress, self._stop[job["id"]].is_set)
+            weights = dict(result.weights)
+            if result.gate < CLOSED and (result.alpha or result.beta or result.alpha_out):
+                weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
+            if result.beta:
+                weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
+            save_weights(self.folder / job["id"] / "adapter.safetensors", weights)
+            job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, beta=result.beta,
+                       gate=result.gate, alpha_out=result.alpha_out, epochs_chosen=result.epochs,
+                       carried_by=result.carried_by, history=result.history, validation=result.validation,
+                       kept_identity=result.kept_identity, message=result.message,
+                       seconds=round(time.perf_counter() - start, 2))
+            atomic_write_json(self._job_file(job["id"]), job)
+            self.set_model(job["id"])
+        except Cancelled:
+            job.update(status="cancelled", message="Cancelled; the active model is unchanged.")
+        except Exception as exc:  # recorded on the job: a failed job never replaces the active model
+            job.update(status="failed", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            atomic_write_json(self._job_file(job["id"]), job)
+            self._live.pop(job["id"], None)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job started with ``background=True``; returns True if it was still running."""
+        job = self._read_job(job_id)
+        thread = self._threads.get(job_id)
+        if job["status"] != "training" or thread is None:
+            return False
+        self._stop[job_id].set()
+        thread.join()
+        return True
+
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until a background job ends; returns its record."""
+        if job_id in self._threads:
+            self._threads[job_id].join(timeout)
+        return self._read_job(job_id)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]],
+                 top_k: Sequence[int] = TOP_K) -> dict[str, Any]:
+        """Recall@k (and MRR@10, nDCG@10) of plain search and, when a model is active, of deep memory, printed in
+        the tutorial's format and broken down by seen and new chunks (see :func:`dmhelpers.evaluation.evaluate`)."""
+        queries, positives, grades = self._validate(queries, relevance, minimum=1)
+        trained = None
+        if self._active is not None:
+            row = self._row
+            trained = {row[c] for c in self._read_job(self._active[0]).get("trained_chunks", []) if c in row}
+        return evaluate(self.store, queries, positives, grades, top_k,
+                        self.transform if self._active is not None else None, trained)
+
+    # ------------------------------------------------------------------ reporting
+    def status(self, job_id: str) -> dict[str, Any]:
+        """Print the tutorial's status table for a job and return its record."""
+        job = self._current(self._read_job(job_id))
+        print(format_status(job))
+        return job
+
+    def _current(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A copy of a job record; "training" with no live thread here means its process ended mid-training."""
+        job = dict(job)
+        if job["status"] == "training" and job["id"] not in self._live:
+            job["status"] = "interrupted"
+        return job
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Print one line per job (newest last) and return their records."""
+        jobs = [self._current(j) for j in self._all_jobs()]
+        active = self.get_model()
+        print(f"{'ID':<32} {'STATUS':<11} {'RESULTS':<34} ACTIVE")
+        for j in jobs:
+            print(f"{j['id']:<32} {j['status']:<11} {result_line(j):<34} {'*' if j['id'] == active else ''}")
+        return jobs

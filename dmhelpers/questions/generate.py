@@ -1,0 +1,148 @@
+"""Training questions for Deep Memory: questions about sampled chunks, each labelled with its chunk.
+
+``generate_questions(texts, ids, n)`` returns the tutorial's ``(questions, relevance)`` pair, where
+``relevance[i] == [(chunk_id, 1.0)]`` names the chunk question ``i`` was written about. Two writers share the same
+seeded chunk sampling, de-duplication and output format: ``llm="offline"`` (the default) simulates questions with
+no model and no key (:mod:`.simulate`); ``llm="<chat model>"`` asks a chat model (:mod:`.llm`).
+"""
+from __future__ import annotations
+
+import random
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dmhelpers.questions.llm import ChatWriter, QuestionCache
+from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_question, offline_question, usable
+from dmhelpers.utils.errors import InputError, check_whole
+
+OFFLINE = "offline"
+
+
+def _check_inputs(texts: Sequence[str], ids: Sequence[str], n: int, llm: str) -> tuple[list[str], list[str]]:
+    """Validate the arguments, naming the problem and the fix."""
+    if not isinstance(llm, str) or not llm.strip():
+        raise InputError(f"llm must be 'offline' or a chat model name such as 'gpt-4o-mini', got {llm!r}. "
+                         "Use LLM = 'offline' to simulate questions without a model.")
+    if isinstance(texts, str) or isinstance(ids, str) or texts is None or ids is None:
+        raise InputError(f"texts and ids must be lists (one entry per chunk), got {type(texts).__name__} and "
+                         f"{type(ids).__name__}. Pass the store's db.texts and db.ids.")
+    texts, ids = list(texts), list(ids)
+    if len(texts) != len(ids):
+        raise InputError(f"texts and ids must have the same length, got {len(texts)} texts and {len(ids)} ids. "
+                         "Pass db.texts and db.ids of the same store.")
+    if not texts:
+        raise InputError("texts is empty: there are no chunks to write questions about. Build the store first "
+                         "(notebook 01) and pass its db.texts and db.ids.")
+    check_whole("n", n, 1, "questions", "Use e.g. N_QUESTIONS = 200.")
+    bad = next((i for i, (t, c) in enumerate(zip(texts, ids)) if not isinstance(t, str) or not isinstance(c, str)),
+               None)
+    if bad is not None:
+        raise InputError(f"texts and ids must be strings; entry {bad} is ({type(texts[bad]).__name__}, "
+                         f"{type(ids[bad]).__name__}). Pass the store's db.texts and db.ids.")
+    counts = Counter(ids)
+    dup = next((c for c, k in counts.items() if k > 1), None)
+    if dup is not None:
+        raise InputError(f"ids must be unique, but {dup!r} appears {counts[dup]} times, so a question could not "
+                         "name its chunk. Pass the store's db.ids, which are unique.")
+    return texts, ids
+
+
+def _collect(order: list[int], n: int, per_chunk: int, ids: list[str],
+             write: Callable[[int, int, list[str]], str | None],
+             on_question: Callable[[], object]) -> tuple[list[str], list[list[tuple[str, float]]]]:
+    """Walk the sampled chunks, keeping up to ``per_chunk`` new (non-duplicate) questions each, until there are ``n``."""
+    questions: list[str] = []
+    relevance: list[list[tuple[str, float]]] = []
+    seen: set[str] = set()
+    for i in order:
+        mine: list[str] = []
+        for nth in range(per_chunk):
+            if len(questions) == n:
+                return questions, relevance
+            question = write(i, nth, mine)
+            if question is None or normalise_question(question) in seen:
+                continue
+            seen.add(normalise_question(question))
+            mine.append(question)
+            questions.append(question)
+            relevance.append([(ids[i], 1.0)])
+            on_question()
+    return questions, relevance
+
+
+def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: str = "offline", seed: int = 0,
+                       per_chunk: int = 1, cache: str | Path | None = None, max_retries: int = 6,
+                       timeout: float = 60.0, progress: bool = True) -> tuple[list[str], list[list[tuple[str, float]]]]:
+    """Write ``n`` questions, each about one chunk, as Deep Memory training data.
+
+    Chunks are sampled with ``random.Random(seed)`` among those with at least ``MIN_PROSE_WORDS`` words of prose;
+    duplicate questions (ignoring case and spacing) are dropped and further sampled chunks used instead. If the
+    chunks run out first, the questions found are returned with a warning.
+
+    Args:
+        texts, ids: the chunks and their ids, e.g. ``db.texts`` and ``db.ids`` of a :class:`~dmhelpers.VectorStore`.
+        n: how many questions.
+        llm: ``"offline"`` (simulated questions, no model, no key) or a chat model name for OpenAI or an
+            OpenAI-compatible server (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``).
+        seed: chooses the chunks (and the offline wording); the same seed gives the same questions.
+        per_chunk: questions about each sampled chunk (real users ask about some chunks again and again; the
+            tutorial writes one).
+        cache: JSON-lines file of LLM questions, appended as they arrive and reused on a rerun (LLM path only).
+        max_retries, timeout: the ``openai`` client's retries (rate limits, 5xx, timeouts) and seconds per request.
+        progress: show a progress bar (LLM path only; the offline path takes well under a second).
+
+    Returns:
+        ``(questions, relevance)`` with ``relevance[i] == [(id_of_the_chunk, 1.0)]``, in sample order.
+    """
+    texts, ids = _check_inputs(texts, ids, n, llm)
+    check_whole("per_chunk", per_chunk, 1, "questions per chunk", "Use e.g. QUESTIONS_PER_CHUNK = 1.")
+    askable = [i for i, text in enumerate(texts) if usable(text)]
+    if n > len(askable) * per_chunk:
+        raise InputError(f"n = {n} questions asked for, but only {len(askable)} of {len(texts)} chunks have enough "
+                         f"prose (at least {MIN_PROSE_WORDS} words) to ask about. Use a smaller N_QUESTIONS "
+                         f"(at most {len(askable) * per_chunk}).")
+    order = random.Random(seed).sample(askable, len(askable))
+
+    if llm.strip().lower() == OFFLINE:
+        collection = Collection(texts)
+        questions, relevance = _collect(
+            order, n, per_chunk, ids,
+            lambda i, nth, _: offline_question(texts[i], collection, seed if nth == 0 else f"{seed}.{nth}"),
+            lambda: None)
+    else:
+        writer = ChatWriter(llm, max_retries, timeout, cache)
+        store = QuestionCache(cache, llm) if cache is not None else None
+        failures: list[tuple[str, str]] = []
+
+        def write(i: int, nth: int, earlier: list[str]) -> str | None:
+            cached = store.get(ids[i], texts[i], nth) if store else None
+            if cached is not None:
+                return cached
+            question, reason = writer.ask(texts[i], earlier)
+            if question is None:
+                failures.append((ids[i], reason))
+            elif store:
+                store.add(ids[i], texts[i], question, nth)
+            return question
+
+        bar = tqdm(total=n, desc=f"Questions ({llm})", disable=not progress)
+        try:
+            questions, relevance = _collect(order, n, per_chunk, ids, write, bar.update)
+        finally:  # also when the server fails for good: close the cache and report what was skipped
+            bar.close()
+            if store:
+                store.close()
+            if failures:
+                tqdm.write(f"Skipped {len(failures)} chunk(s) the model gave no usable question for:")
+                for chunk_id, reason in failures:
+                    tqdm.write(f"  {chunk_id}: {reason}")
+
+    if len(questions) < n:
+        warnings.warn(f"Only {len(questions)} of {n} questions: the {len(askable)} usable chunks ran out (duplicate "
+                      "or failed questions are skipped). Use a smaller N_QUESTIONS or a larger corpus.", stacklevel=2)
+    return questions, relevance
+

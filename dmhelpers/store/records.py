@@ -1,0 +1,75 @@
+"""The records a store holds: ids (content hashes unless given), texts and JSON metadata, checked before any
+write, and the corpus fingerprint models are tied to. Shared by every store backend."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dmhelpers.utils.errors import InputError
+
+
+def text_id(text: str) -> str:
+    """A stable id for a chunk: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def corpus_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
+    """A hash of a corpus's ids and texts, so a model can tell the corpus it was trained on."""
+    digest = hashlib.sha256()
+    for i, t in zip(ids, texts):
+        digest.update(i.encode() + b"\0" + t.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None, ids: Sequence[str] | None,
+                  existing: set[str]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """``add_texts``' arguments as lists, checked, with ids made for texts that have none (``existing``: ids
+    already in the store, which new ones may not repeat); raises :class:`InputError` naming the problem."""
+    if isinstance(texts, str) or texts is None:
+        what = "a single string" if isinstance(texts, str) else "None"
+        raise InputError(f"add_texts() takes a list of texts, got {what}. Wrap one text: add_texts([text]).")
+    texts = list(texts)
+    if not texts:
+        raise InputError("add_texts() got no texts. Check the crawl and split steps produced chunks.")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise InputError(f"Text {i} is {'empty' if isinstance(t, str) else type(t).__name__}: every text "
+                             "must be a non-empty string. Drop empty chunks before adding.")
+    metadatas = metadatas if metadatas is None or isinstance(metadatas, (str, dict)) else list(metadatas)
+    if isinstance(metadatas, (str, dict)) or any(m is not None and not isinstance(m, dict)
+                                                 for m in metadatas or ()):
+        raise InputError("metadatas must be a list with one dict (or None) per text. Pass e.g. "
+                         "metadatas=[{'source': url}, ...], or None.")
+    metadatas = [{} for _ in texts] if metadatas is None else [dict(m or {}) for m in metadatas]
+    if len(metadatas) != len(texts):
+        raise InputError(f"Got {len(texts)} texts but {len(metadatas)} metadatas; pass one dict per text.")
+    for i, m in enumerate(metadatas):
+        try:
+            json.dumps(m)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Metadata {i} cannot be stored as JSON ({exc}). Use strings, numbers, lists "
+                             "and dicts.") from exc
+    if ids is None:
+        ids, taken = [], set(existing)
+        for t in texts:
+            base = new = text_id(t)
+            n = 1
+            while new in taken:
+                n += 1
+                new = f"{base}-{n}"
+            taken.add(new)
+            ids.append(new)
+    else:
+        ids = list(ids)
+        if len(ids) != len(texts):
+            raise InputError(f"Got {len(texts)} texts but {len(ids)} ids; pass one id per text, or ids=None.")
+        if any(not isinstance(i, str) or not i for i in ids):
+            raise InputError("Every id must be a non-empty string. Pass string ids, or ids=None to generate them.")
+        seen: set[str] = set()
+        dupes = sorted({i for i in ids if i in seen or seen.add(i)} | (set(ids) & existing))
+        if dupes:
+            raise InputError(f"Duplicate ids {dupes[:5]}: each id may appear once in the store. Use new ids, "
+                             "or ids=None to generate them.")
+    return texts, metadatas, ids

@@ -1,0 +1,1 @@
+"""Tooling, not tutorial: running and refreshing the notebooks (``make run``, ``make notebooks``)."""

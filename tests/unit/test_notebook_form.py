@@ -1,0 +1,43 @@
+"""Notebook hygiene, checked by a script: intro first, imports, a literal-only parameters cell, no drift."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import pytest
+from helpers import NOTEBOOKS
+
+from dmhelpers.tooling.notebooks import numbered_notebooks
+from dmhelpers.utils.record import MIMETYPE
+
+BOOKS = numbered_notebooks(NOTEBOOKS)
+
+
+def test_notebooks_are_numbered_in_order():
+    assert [p.name[:2] for p in BOOKS] == [f"{i:02d}" for i in range(1, len(BOOKS) + 1)] and BOOKS
+
+
+@pytest.mark.parametrize("path", BOOKS, ids=[p.name for p in BOOKS])
+def test_notebook_form(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    assert cells[0]["cell_type"] == "markdown" and cells[0]["source"][0].startswith("# ")
+    first_code = next(c for c in cells if c["cell_type"] == "code")
+    assert all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in ast.parse("".join(first_code["source"])).body)
+    params = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1 and cells.index(params[0]) == cells.index(first_code) + 1
+    for stmt in ast.parse("".join(params[0]["source"])).body:  # literals only: derived values go in the next cell
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+        ast.literal_eval(stmt.value)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3" and "papermill" not in nb["metadata"]
+    for cell in cells:
+        assert set(cell["metadata"]) <= {"tags"}, "cell metadata (timings, papermill) must be cleaned"
+        if cell["cell_type"] == "code":
+            assert cell["execution_count"] is not None, "committed notebooks carry the outputs of a real offline run"
+            for out in cell["outputs"]:
+                assert out.get("name") != "stderr" and out["output_type"] != "error"
+    assert any(MIMETYPE in o.get("data", {}) for c in cells for o in c.get("outputs", [])), "no recorded results"
+    text = json.dumps([c.get("outputs", []) for c in cells])
+    assert not re.search(r"/(root|home|Users|tmp)/", text), "machine paths in outputs"
+    assert not re.search(r"sk-[A-Za-z0-9]{16,}", text), "something like an API key in outputs"
