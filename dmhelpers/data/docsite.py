@@ -37,7 +37,25 @@ DEFAULT_MODULES: tuple[str, ...] = (
     "zipfile", "zlib", "zoneinfo",
 )
 
-_SITE_VERSION = "2"  # bump when the rendering below changes, so cached sites are rebuilt
+# The workshop preset: 20 everyday modules' pages (01 -> 05 in about two minutes), covering the notebooks' demo
+# questions (a zip archive in 01) and the questions people ask most: files, formats, text, dates, collections, logs.
+WORKSHOP_PAGES: tuple[str, ...] = tuple(f"{m}.html" for m in (
+    "zipfile", "tarfile", "gzip", "json", "csv", "pathlib", "shutil", "tempfile", "glob", "datetime", "re", "string",
+    "textwrap", "collections", "itertools", "functools", "random", "statistics", "logging", "sqlite3"))
+PRESETS = {"workshop": WORKSHOP_PAGES}
+
+
+def preset_pages(preset: str | None) -> tuple[str, ...] | None:
+    """The page names a preset keeps (``None``: every page)."""
+    if preset is None:
+        return None
+    if preset not in PRESETS:
+        raise InputError(f"PRESET must be None (every page) or one of {sorted(PRESETS)}, got {preset!r}. Use e.g. "
+                         "PRESET = 'workshop'.")
+    return PRESETS[preset]
+
+
+_SITE_VERSION = "3"  # bump when the rendering below changes, so cached sites are rebuilt
 
 
 def _machine_paths() -> list[str]:
@@ -53,6 +71,15 @@ def _strip_machine_paths(page: str) -> str:
     for path in _machine_paths():
         page = page.replace(path, "Lib")
     return page
+
+
+_ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+")  # "<function copy2 at 0x7f...>": a different number in every process
+_WEAKREFS = re.compile(r"\[(?:&(?:amp;)?lt;weakref;[^\]]*)\]")  # logging's live handler list, which varies by process
+
+
+def _stable(page: str) -> str:
+    """``page`` without what differs between two renderings: memory addresses, and lists of live objects."""
+    return _WEAKREFS.sub("[...]", _ADDRESS.sub("", page))
 
 
 _INHERITED = re.compile(r"<hr>\n[A-Za-z ]+ inherited from <a [^>]*>[^<]*</a>:<br>\n.*?(?=<hr>|</td></tr>)", re.S)
@@ -105,7 +132,7 @@ def build_python_docs(folder: str | Path, modules: tuple[str, ...] = DEFAULT_MOD
     folder.mkdir(parents=True, exist_ok=True)
     topics = sorted(LANGUAGE_TOPICS) if language_topics else []
     for name in modules:
-        atomic_write_text(folder / f"{name}.html", _strip_machine_paths(_module_page(name)))
+        atomic_write_text(folder / f"{name}.html", _stable(_strip_machine_paths(_module_page(name))))
     for key in topics:
         atomic_write_text(folder / f"topic-{key}.html", _topic_page(key))
     atomic_write_text(folder / "index.html", _index_page(modules, topics))
@@ -118,12 +145,26 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-DEFAULT_PORT = 8731  # a fixed port keeps source URLs identical between runs; a free one is used when taken
+DEFAULT_PORT = 8731  # a fixed port keeps page URLs identical between runs; a free one is used when taken
+_SERVED: dict[str, str] = {}  # "http://127.0.0.1:<port>/" -> "docs://<name>/" of the last folder served there
+
+
+def stable_source(url: str) -> str:
+    """The name a page keeps after the run: ``docs://<site>/<page>`` for a page of a folder served here (its
+    127.0.0.1 address dies with the server), the URL itself for any other site."""
+    for base, name in _SERVED.items():
+        if url.startswith(base):
+            return name + url[len(base):]
+    return url
 
 
 @contextlib.contextmanager
-def serve_folder(folder: str | Path, port: int = DEFAULT_PORT) -> Iterator[str]:
-    """Serve a folder of HTML files on 127.0.0.1 and yield its ``index.html`` URL (``port``, or a free one)."""
+def serve_folder(folder: str | Path, port: int = DEFAULT_PORT, name: str | None = None) -> Iterator[str]:
+    """Serve a folder of HTML files on 127.0.0.1 and yield its ``index.html`` URL (``port``, or a free one).
+
+    :func:`stable_source` names its pages ``docs://<name>/<page>`` (``name``: the folder's), also after the server
+    stops, since pages are turned into documents after loading them.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CrawlError(f"{folder} is not a folder of HTML files. Pass a folder that exists "
@@ -135,8 +176,10 @@ def serve_folder(folder: str | Path, port: int = DEFAULT_PORT) -> Iterator[str]:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    _SERVED[base] = f"docs://{name or folder.resolve().name}/"
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        yield base + "index.html"
     finally:
         server.shutdown()
         server.server_close()
@@ -155,7 +198,7 @@ def open_site(base_url: str | None, cache: str | Path = "python-docs") -> Iterat
         raise InputError(f"BASE_URL must be None, an http(s) URL or a folder of HTML files, got {base_url!r}. "
                          "Use BASE_URL = None for the offline Python docs.")
     if base_url is None:
-        with serve_folder(build_python_docs(cache)) as url:
+        with serve_folder(build_python_docs(cache), name="python") as url:
             yield url
     elif re.match(r"https?://", str(base_url)):
         yield base_url

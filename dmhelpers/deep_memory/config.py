@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+MIN_TRAINING_QUESTIONS = 10  # the fewest a job accepts: it holds some out to choose its settings
+
 
 @dataclass
 class TrainConfig:

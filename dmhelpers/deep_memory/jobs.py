@@ -21,20 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, load_weights, memory_values, save_weights
-from dmhelpers.deep_memory.config import TrainConfig
+from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS, TrainConfig
 from dmhelpers.deep_memory.interface import SearchableStore
 from dmhelpers.deep_memory.status import format_status, result_line
-from dmhelpers.deep_memory.training import (
-    Cancelled,
-    available_memory,
-    estimate_peak_bytes,
-    mine_negatives,
-    single_threaded,
-    train_adapter,
-)
+from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimate_peak_bytes, mine_negatives,
+                                            single_threaded, train_adapter)
 from dmhelpers.evaluation.evaluate import evaluate
 from dmhelpers.evaluation.metrics import TOP_K
 from dmhelpers.utils.errors import DeepMemoryError, InputError, StoreError, check_number, check_whole
@@ -111,6 +105,15 @@ class DeepMemory:
         return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
                 "alpha_out": job.get("alpha_out", 0.0), "references": references, "values": values}
 
+    def model_note(self) -> str:
+        """After (re)building a store: whether a Deep Memory model trained on it earlier still fits ("" if none)."""
+        if not any(j.get("status") == "completed" for j in self._all_jobs()):
+            return ""
+        if self._active is not None:
+            return f"The Deep Memory model {self._active[0]} from notebook 02 still fits: the chunks did not change."
+        return ("This store held a Deep Memory model and test questions from notebook 02, made for the chunks it held "
+                "before; they do not fit the new chunks. Re-run notebook 02 to write new questions and train again.")
+
     def get_model(self) -> str | None:
         """The id of the active model's job, or None when deep memory is not trained."""
         return self._active[0] if self._active else None
@@ -154,7 +157,8 @@ class DeepMemory:
     def _row(self) -> dict[str, int]:
         return {i: n for n, i in enumerate(self.store.ids)}
 
-    def _validate(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]], minimum: int = 10
+    def _validate(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]],
+                  minimum: int = MIN_TRAINING_QUESTIONS
                   ) -> tuple[list[str], list[list[int]], list[list[float]]]:
         if isinstance(queries, str):
             raise InputError("queries must be a list of questions, not a single string.")
@@ -184,7 +188,8 @@ class DeepMemory:
                     raise InputError(f"Relevance of query {n} must be (chunk_id, score) pairs, got {pair!r}.") from None
                 if cid not in row:
                     raise InputError(f"Relevance of query {n} names chunk id {cid!r}, which is not in this store. "
-                                     "Use ids from db.ids (questions made for another store do not fit).")
+                                     "Use ids from db.ids (questions made for another store do not fit); if notebook "
+                                     "01 rebuilt the store after notebook 02 wrote these questions, re-run notebook 02.")
                 if not 0.0 <= score <= 1.0:
                     raise InputError(f"Relevance score {score} of query {n} is outside [0, 1]. Use 1.0 for relevant, "
                                      "smaller values for partly relevant.")

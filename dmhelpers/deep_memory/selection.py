@@ -191,33 +191,56 @@ def sign_test(gained: np.ndarray, lost: np.ndarray, z: float) -> bool:
     return bool(changed.sum() > 0 and np.all((gained - lost >= z * np.sqrt(changed)) | (changed == 0)))
 
 
-def choose(results: list[dict[str, np.ndarray]], combos: list[tuple[float, float, float]], n: dict[str, int],
-            z: float) -> tuple[int, int] | None:
-    """(epoch index, combo) with the largest held-out gain among settings that qualify, or None.
+def verdict(res: dict[str, np.ndarray], c: int, combos: list[tuple[float, float, float]], n: dict[str, int], z: float,
+            ks: list[int]) -> tuple[float, str]:
+    """The held-out gain of setting ``c`` in one epoch's ``res``, and why it does not qualify ("" when it does).
 
     A setting qualifies when it is not worse than plain search at any k on seen-chunk questions, and leaves
     new-chunk questions as plain search ranks them (``alpha_out = 0``: the gate is shut to them) or passes the
     sign test on them. The gain is the recall gained over all held-out questions, averaged over k; on new-chunk
-    questions, improved minus worsened minus the sign test's margin.
+    questions, improved minus worsened minus the sign test's margin, so a cleaner setting beats a noisier one.
     """
+    gain, why = 0.0, ""
+    if "new" in res:
+        gained, lost = res["new_gained"][c], res["new_lost"][c]
+        if combos[c][0]:
+            gain = float(np.mean(gained - lost - z * np.sqrt(gained + lost)))
+            if not sign_test(gained, lost, z):
+                why = "its help on new-chunk questions was not clear of chance at every k"
+        elif lost.any():
+            why = f"it made new-chunk questions worse at k={ks[int(np.argmax(lost > 0))]}"
+    if "seen" in res:
+        gain += float(res["seen"][c].mean()) * n["seen"]
+        worse = np.flatnonzero(res["seen"][c] < -1e-9)
+        if len(worse) and not why:
+            why = f"it made seen-chunk questions worse at k={ks[int(worse[0])]}"
+    return gain, why
+
+
+def choose(results: list[dict[str, np.ndarray]], combos: list[tuple[float, float, float]], n: dict[str, int],
+           z: float, ks: list[int]) -> tuple[int, int] | None:
+    """(epoch index, setting) with the largest held-out gain among settings that qualify (:func:`verdict`), or None."""
     best, where = 1e-9, None
     for e, res in enumerate(results):
         for c in range(len(combos)):
-            ok, gain = True, 0.0
-            if "new" in res:
-                gained, lost = res["new_gained"][c], res["new_lost"][c]
-                if combos[c][0]:  # counted at its lower bound, so a cleaner setting beats a noisier one
-                    ok, gain = sign_test(gained, lost, z), float(np.mean(gained - lost - z * np.sqrt(gained + lost)))
-                else:
-                    ok = not lost.any()
-            if "seen" in res:
-                ok = ok and bool(np.all(res["seen"][c] >= -1e-9))
-                gain += float(res["seen"][c].mean()) * n["seen"]
-            if ok and gain > best:
+            gain, why = verdict(res, c, combos, n, z, ks)
+            if not why and gain > best:
                 best, where = gain, (e, c)
     return where
 
 
+def rejected(results: list[dict[str, np.ndarray]], combos: list[tuple[float, float, float]], n: dict[str, int],
+             z: float, ks: list[int], chosen: tuple[int, int] | None) -> tuple[int, int, str] | None:
+    """The best setting that did not qualify, if it would have gained more than the chosen one: (epoch, setting,
+    why it was rejected)."""
+    floor = verdict(results[chosen[0]], chosen[1], combos, n, z, ks)[0] if chosen else 1e-9
+    best, where = floor, None
+    for e, res in enumerate(results):
+        for c in range(len(combos)):
+            gain, why = verdict(res, c, combos, n, z, ks)
+            if why and gain > best:
+                best, where = gain, (e, c, why)
+    return where
 
 
 class CrossValidation:
@@ -310,7 +333,7 @@ class CrossValidation:
 
     def choose(self, results: list[dict[str, np.ndarray]]) -> tuple[int, int] | None:
         """(epoch, setting) with the largest qualifying held-out gain over ``results`` (one per epoch), or None."""
-        return choose(results, self.combos, self.n, self.cfg.z)
+        return choose(results, self.combos, self.n, self.cfg.z, self.ks)
 
     def gate_text(self) -> str:
         """What the gate does, in a sentence for the job's message."""
@@ -332,14 +355,32 @@ class CrossValidation:
         model = {k: self.base[k] + (results[chosen[0]][k][chosen[1]] if chosen else 0.0) for k in self.kinds}
         return {"folds": len(self.fits), "n": self.n, "base": {k: as_dict(self.base[k]) for k in self.kinds},
                 "model": {k: as_dict(model[k]) for k in self.kinds},
+                "rejected": self.rejected_setting(results, chosen),
                 "gate": {"tau": self.tau, "risk": self.cfg.risk, "held_out": len(self.unrelated),
                          "largest_unrelated_similarity": float(self.unrelated.max()) if len(self.unrelated) else None,
                          "opened": self.opened}}
 
     def curve(self, results: list[dict[str, np.ndarray]], losses: list[float], chosen: tuple[int, int] | None
               ) -> list[dict[str, float]]:
-        """Per epoch: the training loss and the chosen setting's held-out recall@10 of each kind."""
+        """Per epoch: the training loss, the chosen setting's held-out recall@10 of each kind and, when a setting
+        that did not qualify would have gained more, that one's (``rejected_...``)."""
         at = self.ks.index(10) if 10 in self.ks else -1
-        return [{"epoch": e, "loss": losses[e],
-                 **{f"val_{k}_recall@10": float(self.base[k][at] + (res[k][chosen[1]][at] if chosen else 0.0))
-                    for k in self.kinds}} for e, res in enumerate(results)]
+        rej = rejected(results, self.combos, self.n, self.cfg.z, self.ks, chosen)
+        rows = []
+        for e, res in enumerate(results):
+            row = {"epoch": e, "loss": losses[e]}
+            for k in self.kinds:
+                row[f"val_{k}_recall@10"] = float(self.base[k][at] + (res[k][chosen[1]][at] if chosen else 0.0))
+                if rej:
+                    row[f"rejected_{k}_recall@10"] = float(self.base[k][at] + res[k][rej[1]][at])
+            rows.append(row)
+        return rows
+
+    def rejected_setting(self, results: list[dict[str, np.ndarray]], chosen: tuple[int, int] | None
+                         ) -> dict[str, Any] | None:
+        """The best setting that did not qualify (when it would have gained more) and why, for the job record."""
+        rej = rejected(results, self.combos, self.n, self.cfg.z, self.ks, chosen)
+        if rej is None:
+            return None
+        alpha_out, alpha, beta = self.combos[rej[1]]
+        return {"epoch": rej[0], "alpha": alpha, "beta": beta, "alpha_out": alpha_out, "why": rej[2]}

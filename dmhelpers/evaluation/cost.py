@@ -51,19 +51,22 @@ def smallest_k(curve: dict[str, list[float]], target: float) -> int | None:
 
 def savings(plain: dict[str, list[float]], deep: dict[str, list[float]], baseline_k: int,
             price_per_mtok: float) -> dict[str, Any]:
-    """Tokens and dollars per 1,000 questions saved by sending deep memory's top ``k_deep`` chunks instead of plain
-    search's top ``baseline_k``, where ``k_deep`` is the smallest k with at least plain search's recall at
-    ``baseline_k``. No k reaching it means no saving (``k_deep`` is None)."""
+    """Tokens and dollars per 1,000 questions saved by deep memory at the recall plain search has at ``baseline_k``.
+
+    Both sides get their smallest k reaching that recall (``k_plain <= baseline_k``, ``k_deep``), so the saving is
+    deep memory's, not a too-generous baseline's: a model that ranks like plain search saves nothing. No k reaching
+    it means no saving (``k_deep`` is None).
+    """
     if baseline_k not in plain["k"]:
         raise InputError(f"BASELINE_K={baseline_k} is not among the measured k {plain['k']}; add it to the k values.")
     if price_per_mtok < 0:
         raise InputError(f"PRICE_PER_MTOK must be a price per million input tokens (>= 0), got {price_per_mtok}.")
     target = plain["recall"][plain["k"].index(baseline_k)]
-    k_deep = smallest_k(deep, target)
-    base_tokens = plain["prompt_tokens"][plain["k"].index(baseline_k)]
+    k_plain, k_deep = smallest_k(plain, target), smallest_k(deep, target)
+    base_tokens = plain["prompt_tokens"][plain["k"].index(k_plain)]
     deep_tokens = deep["prompt_tokens"][deep["k"].index(k_deep)] if k_deep is not None else base_tokens
-    saved = 1000 * (base_tokens - deep_tokens) if k_deep is not None else 0.0
-    return {"baseline_k": baseline_k, "target_recall": target, "k_deep": k_deep,
+    saved = max(0.0, 1000 * (base_tokens - deep_tokens)) if k_deep is not None else 0.0
+    return {"baseline_k": baseline_k, "target_recall": target, "k_plain": k_plain, "k_deep": k_deep,
             "recall_deep": deep["recall"][deep["k"].index(k_deep)] if k_deep is not None else None,
             "tokens_per_question_plain": base_tokens, "tokens_per_question_deep": deep_tokens,
             "tokens_saved_per_1000": saved, "dollars_saved_per_1000": saved / 1e6 * price_per_mtok}

@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
+from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS
 from dmhelpers.questions.llm import ChatWriter, QuestionCache
 from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_question, offline_question, usable
 from dmhelpers.utils.errors import InputError, check_whole
@@ -102,9 +103,13 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
     check_whole("per_chunk", per_chunk, 1, "questions per chunk", "Use e.g. QUESTIONS_PER_CHUNK = 1.")
     askable = [i for i, text in enumerate(texts) if usable(text)]
     if n > len(askable) * per_chunk:
+        most = len(askable) * per_chunk
+        too_small = (f" That is too few to train on: Deep Memory needs at least {MIN_TRAINING_QUESTIONS} training questions "
+                     f"(N_QUESTIONS of at least {2 * MIN_TRAINING_QUESTIONS} at TRAIN_FRACTION = 0.5), so build the store from "
+                     "more pages first (notebook 01: MAX_PAGES or PRESET)." if most < 2 * MIN_TRAINING_QUESTIONS else "")
         raise InputError(f"n = {n} questions asked for, but only {len(askable)} of {len(texts)} chunks have enough "
                          f"prose (at least {MIN_PROSE_WORDS} words) to ask about. Use a smaller N_QUESTIONS "
-                         f"(at most {len(askable) * per_chunk}).")
+                         f"(at most {most}).{too_small}")
     order = random.Random(seed).sample(askable, len(askable))
 
     if llm.strip().lower() == OFFLINE:

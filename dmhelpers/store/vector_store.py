@@ -194,6 +194,11 @@ class VectorStore:
         self._index = index if records else None
 
     @property
+    def folder(self) -> Path:
+        """A local folder that belongs to this store, for its side files (questions, LLM caches): the store folder."""
+        return self.path
+
+    @property
     def model_folder(self) -> Path:
         """Where Deep Memory keeps this store's training jobs and the active-model pointer."""
         return self.path / "deep_memory"

@@ -1,7 +1,9 @@
-"""Run the numbered notebooks with papermill (``make run``) and keep committed notebooks clean.
+"""Run the numbered notebooks with papermill (``make run``) and commit them in the form JupyterLab saves.
 
-    python -m dmhelpers.tooling.notebooks run [--out runs/NAME]   # 01 -> 05 on the offline default, into a run folder
-    python -m dmhelpers.tooling.notebooks refresh                 # re-execute the committed notebooks in place, cleaned
+    python -m dmhelpers.tooling.notebooks run [--preset workshop] [--out runs/NAME]   # 01 -> 05 into a run folder
+    python -m dmhelpers.tooling.notebooks refresh     # re-execute the committed notebooks in place, as JupyterLab saves
+
+Kernels run with ``TQDM_DISABLE=1``: progress bars are for people watching JupyterLab, not for saved outputs.
 """
 from __future__ import annotations
 
@@ -42,31 +44,55 @@ def execute(src: str | Path, out: str | Path, parameters: dict[str, Any] | None 
     unknown = set(parameters or {}) - notebook_parameters(src)
     if unknown:
         raise ValueError(f"{src.name} has no parameters {sorted(unknown)}; it takes {sorted(notebook_parameters(src))}.")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # inherited by the kernel: no progress bars in saved outputs
     papermill.execute_notebook(str(src), str(out), parameters=parameters or {}, kernel_name=KERNEL,
                                cwd=str(cwd or src.parent), execution_timeout=CELL_TIMEOUT, progress_bar=False)
     return read_records(out)
 
 
+def _js_numbers(value: Any) -> Any:
+    """Floats that are whole numbers written as JupyterLab's browser writes them (``0.0`` -> ``0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    return value
+
+
+def stderr_outputs(path: str | Path) -> list[str]:
+    """The text of every stderr output (and error) in an executed notebook: a student would see them as red boxes."""
+    nb = json.loads(Path(path).read_text("utf-8"))
+    return ["".join(o.get("text", "")) or o.get("ename", "error") for c in nb["cells"] if c["cell_type"] == "code"
+            for o in c["outputs"] if o.get("name") == "stderr" or o.get("output_type") == "error"]
+
+
 def clean(path: str | Path) -> None:
-    """Strip run-specific metadata (timings, papermill, widget state) so a committed notebook has no drift."""
+    """Write an executed notebook in the form JupyterLab saves, so opening it leaves ``git status`` clean: no
+    papermill or timing metadata, the ipykernel display name, the kernel's language_info, nbformat's key order and
+    JSON whole numbers as the browser writes them. Refuses a notebook with stderr outputs or injected parameters."""
+    import nbformat
+
+    if stderr_outputs(path):
+        raise ValueError(f"{path} has stderr outputs (a student would see red boxes): {stderr_outputs(path)[0][:200]!r}")
     nb = json.loads(Path(path).read_text("utf-8"))
     nb["metadata"] = {k: v for k, v in nb["metadata"].items() if k in ("kernelspec", "language_info")}
-    nb["metadata"].get("language_info", {}).pop("version", None)
+    nb["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     for cell in nb["cells"]:
-        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
         if cell.get("metadata", {}).get("tags") == ["injected-parameters"]:
             raise ValueError(f"{path} holds papermill-injected parameters; refresh it without parameters.")
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k == "tags" and v}
         cell.pop("id", None)
-        if cell["cell_type"] == "code":
-            cell["outputs"] = [o for o in cell["outputs"] if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     nb["nbformat_minor"] = 4
-    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", "utf-8")
+    notebook = nbformat.from_dict(_js_numbers(nb))
+    Path(path).write_text(nbformat.writes(notebook, version=4) + "\n", "utf-8")
 
 
 def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> str:
     """The end of ``make run``: the headline numbers, each next to its baseline, and the time of each notebook."""
     by_number = {name[:2]: rec for name, rec in records.items()}
-    lines = ["Summary (offline default)"]
+    lines = ["Summary"]
     if "chunks" in by_number.get("01", {}):
         lines.append(f"  chunks in the store:       {by_number['01']['chunks']:,}")
     if "n_questions" in by_number.get("02", {}):
@@ -85,22 +111,30 @@ def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> 
     cost = by_number.get("05", {})
     if "tokens_saved_per_1000" in cost:
         lines.append(f"  prompt tokens saved per 1,000 questions: {cost['tokens_saved_per_1000']:,.0f} (deep memory at "
-                     f"k={cost['k_deep']} vs plain search at k={cost['baseline_k']}, same recall; "
+                     f"k={cost['k_deep']} vs plain search at k={cost.get('k_plain', cost['baseline_k'])}, same recall; "
                      f"${cost['dollars_saved_per_1000']:.2f} at ${cost['price_per_mtok']}/M tokens)")
     lines.append("  time: " + ", ".join(f"{name[:2]} {sec:.0f} s" for name, sec in seconds.items())
                  + f"; total {sum(seconds.values()):.0f} s")
     return "\n".join(lines)
 
 
-def run_all(out: Path, folder: str | Path = "notebooks") -> None:
-    """Run every numbered notebook in order on its defaults, writing executed copies and figures to ``out``."""
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "workshop": {"PRESET": "workshop", "STORE_PATH": "../data/workshop-store"},  # 20 pages; 01 -> 05 in ~2 min
+}
+
+
+def run_all(out: Path, folder: str | Path = "notebooks", preset: str = "default") -> None:
+    """Run every numbered notebook in order on its defaults (or a preset's), writing executed copies and figures
+    to ``out``."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
     records: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for nb in numbered_notebooks(folder):
-        params = {"FIGURE_DIR": str(figures)} if "FIGURE_DIR" in notebook_parameters(nb) else {}
+        known = notebook_parameters(nb)
+        params = {k: v for k, v in {**PRESETS[preset], "FIGURE_DIR": str(figures)}.items() if k in known}
         start = time.perf_counter()
         print(f"running {nb.name} ...", flush=True)
         records[nb.stem] = execute(nb, out / nb.name, params)
@@ -116,10 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run all notebooks into a run folder")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/YYYYmmdd-HHMMSS)")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="default", help="the default run, or the workshop's")
     sub.add_parser("refresh", help="re-execute the committed notebooks in place and clean them")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run_all(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        run_all(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"), preset=args.preset)
     else:
         for nb in numbered_notebooks():
             print(f"refreshing {nb.name} ...", flush=True)

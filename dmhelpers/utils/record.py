@@ -9,12 +9,14 @@ MIMETYPE = "application/vnd.dmhelpers.record+json"
 
 
 def record(**values: Any) -> None:
-    """Show ``values`` in the notebook and store them as a JSON output that :func:`read_records` finds."""
+    """Store ``values`` in the notebook's outputs, for tests and ``make run``'s summary (:func:`read_records`).
+
+    Quietly: the output has only this JSON type, which JupyterLab and GitHub do not draw, so students see nothing.
+    """
     from IPython.display import display
 
     json.dumps(values)  # fail here, not in the reader, if a value is not JSON
-    text = "Recorded: " + ", ".join(f"{k}={v!r}" for k, v in values.items())
-    display({MIMETYPE: values, "text/plain": text}, raw=True)
+    display({MIMETYPE: values}, raw=True)
 
 
 def read_records(notebook: str | Path) -> dict[str, Any]:

@@ -28,30 +28,10 @@ from pathlib import Path
 import pytest
 from helpers import HashEmbeddings, send_reply
 
-from dmhelpers import (
-    CrawlError,
-    DeepMemoryError,
-    Document,
-    EmbeddingError,
-    InputError,
-    LocalEmbeddings,
-    OpenAIEmbeddings,
-    QuestionGenerationError,
-    StoreError,
-    VectorStore,
-    answer,
-    context_recall,
-    generate_questions,
-    get_all_links,
-    get_embedding,
-    get_encoding,
-    html_to_text,
-    load_pages,
-    open_site,
-    set_random_seed,
-    split_documents,
-    split_questions,
-)
+from dmhelpers import (CrawlError, DeepMemoryError, Document, EmbeddingError, InputError, LocalEmbeddings,
+                       OpenAIEmbeddings, QuestionGenerationError, StoreError, VectorStore, answer, context_recall,
+                       generate_questions, get_all_links, get_embedding, get_encoding, html_to_text, load_pages,
+                       open_site, set_random_seed, split_documents, split_questions)
 from dmhelpers.evaluation.cost import cost_curve, savings
 
 EMBEDDER = "test/hash-64"

@@ -29,18 +29,8 @@ from helpers import HashEmbeddings, chat_completion, send_reply
 from safetensors.numpy import load_file
 
 import dmhelpers
-from dmhelpers import (
-    CrawlError,
-    OpenAIEmbeddings,
-    QuestionGenerationError,
-    VectorStore,
-    extract_links,
-    generate_questions,
-    get_all_links,
-    load_pages,
-    save_questions,
-    split_questions,
-)
+from dmhelpers import (CrawlError, OpenAIEmbeddings, QuestionGenerationError, VectorStore, extract_links,
+                       generate_questions, get_all_links, load_pages, save_questions, split_questions)
 
 PACKAGE = Path(dmhelpers.__file__).parent
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"

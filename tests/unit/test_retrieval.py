@@ -116,6 +116,9 @@ def test_savings_pick_the_smallest_k_with_the_baseline_recall():
     assert s["dollars_saved_per_1000"] == pytest.approx(190_000 / 1e6 * 0.15)
     worse = savings(deep, plain, 4, price_per_mtok=0.15)  # the "model" never reaches the baseline's recall
     assert worse["k_deep"] is None and worse["tokens_saved_per_1000"] == 0.0
+    flat = {"k": [1, 2, 3, 4], "recall": [0.2, 0.5, 0.5, 0.5], "prompt_tokens": [100.0, 200.0, 300.0, 400.0]}
+    same = savings(flat, flat, 4, price_per_mtok=0.15)  # plain search kept: no saving, however generous BASELINE_K
+    assert same["k_plain"] == same["k_deep"] == 2 and same["tokens_saved_per_1000"] == 0.0
 
 
 def test_ragas_id_based_context_recall_equals_recall_at_k(rotated_store, capsys):
