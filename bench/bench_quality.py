@@ -6,8 +6,8 @@ split into questions about chunks seen in training and about new chunks.
 
 Protocols (each: notebook 02's split, 200 questions, half for training, on a scratch copy of a store):
 
-- ``workshop``: the workshop-sized store (notebook 01 with ``MAX_PAGES = 20``; built into ``data/workshop-store``
-  on first use), 3 questions per sampled chunk;
+- ``workshop``: the workshop store (notebook 01 with ``PRESET = "workshop"``, 20 pages; ``data/workshop-store``,
+  the folder ``make workshop`` writes, built on first use), 3 questions per sampled chunk;
 - ``default``: the default store (``data/store``, notebook 01's defaults), 3 questions per chunk;
 - ``tutorial``: the default store with the tutorial's protocol, 1 question per chunk, so every test question is
   about a chunk no training question was about.
@@ -93,7 +93,7 @@ def main() -> None:
     for name in args.protocols:
         store, per_chunk = PROTOCOLS[name]
         if name == "workshop":
-            stores.ensure_store(store, max_pages=20)
+            stores.ensure_store(store, preset="workshop")
         source = VectorStore(store, read_only=True)
         print(f"\n{name}: {len(source):,} chunks ({store}), {args.questions} questions, {per_chunk} per chunk, "
               f"seeds {args.seeds[0]}-{args.seeds[-1]}")

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmhelpers import (VectorStore, get_all_links, get_embedding, load_pages, open_site, pages_to_documents,
-                       split_documents, unique_documents)
+                       preset_pages, split_documents, unique_documents)
 
 
-def build_store(path: str | Path, max_pages: int | None = None, chunk_size: int = 800, chunk_overlap: int = 80,
+def build_store(path: str | Path, preset: str | None = None, chunk_size: int = 800, chunk_overlap: int = 80,
                 docs_cache: str | Path = "data/python-docs") -> VectorStore:
     """Notebook 01 on the offline docs site: links, pages, text, chunks, embeddings, store (replacing ``path``)."""
+    keep = preset_pages(preset)
     with open_site(None, cache=docs_cache) as start:
-        pages, _ = load_pages(get_all_links(start), max_pages=max_pages)
+        links = [link for link in get_all_links(start) if keep is None or link.rsplit("/", 1)[-1] in keep]
+        pages, _ = load_pages(links)
     chunks = unique_documents(split_documents(pages_to_documents(pages), chunk_size=chunk_size,
                                               chunk_overlap=chunk_overlap))
     db = VectorStore(path, embedding=get_embedding("local"), overwrite=True)
@@ -20,8 +22,8 @@ def build_store(path: str | Path, max_pages: int | None = None, chunk_size: int 
     return db
 
 
-def ensure_store(path: str | Path, max_pages: int | None = None) -> None:
+def ensure_store(path: str | Path, preset: str | None = None) -> None:
     """Build the store at ``path`` unless one is there."""
     if not (Path(path) / "STORE").exists():
-        print(f"building {path} (notebook 01 with MAX_PAGES = {max_pages}) ...", flush=True)
-        build_store(path, max_pages)
+        print(f"building {path} (notebook 01 with PRESET = {preset!r}) ...", flush=True)
+        build_store(path, preset)
