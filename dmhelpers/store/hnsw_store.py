@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import re
+import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,7 +243,7 @@ class HnswlibStore(VectorStore):
             except OSError as exc:
                 shutil.rmtree(self.path / snapshot, ignore_errors=True)  # finished but never pointed to
                 raise StoreError(
-                    f"Writing the store at {self.path} failed: {exc.strerror or exc} ({_cause(exc)}). The store is "
+                    f"Writing the store at {self.path} failed ({_cause(exc, self.path)}). The store is "
                     f"unchanged: it still holds its {len(self)} chunks, and the unfinished snapshot was removed. "
                     "Free disk space or raise the limit, then add the texts again.") from exc
             fsync_dir(self.path)
@@ -302,12 +303,18 @@ class HnswlibStore(VectorStore):
                 p.unlink(missing_ok=True)
 
 
-def _cause(exc: OSError) -> str:
-    """What an operating-system error on write most likely means, in words."""
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full"
-    if exc.errno == errno.EFBIG:
-        return "a file reached the file-size limit (ulimit -f)"
-    if exc.errno == errno.EDQUOT:
-        return "the disk quota is used up"
-    return f"errno {exc.errno}" if exc.errno else type(exc).__name__
+def _cause(exc: OSError, folder: Path) -> str:
+    """What an operating-system error on write most likely means, in words. Some writers (NumPy's, on a short
+    write) raise without an errno, so the limits are checked too."""
+    code = exc.errno
+    if code is None:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            code = errno.EFBIG
+        elif shutil.disk_usage(folder).free < 2**20:
+            code = errno.ENOSPC
+    causes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+              errno.EFBIG: "a file reached the file-size limit (ulimit -f)"}
+    if code in causes:
+        return f"{os.strerror(code)}: {causes[code]}"
+    return f"{exc.strerror or exc} ({type(exc).__name__})"
