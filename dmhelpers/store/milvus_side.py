@@ -52,6 +52,8 @@ class SideCollection:
     def exists(self) -> bool:
         if not self._exists:
             self._exists = self.call("list collections", self.client.has_collection, self.name)
+            if self._exists:  # a reopened collection is released until loaded
+                self.call("load the side collection", self.client.load_collection, self.name)
         return bool(self._exists)
 
     def create(self) -> None:

@@ -18,6 +18,7 @@ corpus once and never rewrites the collection.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ TOP_K_LIMIT = 16_384  # Milvus's largest k
 INSERT_BYTES = 16 * 2**20  # rows per insert call are kept under this (gRPC messages are limited to 64 MiB)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
 REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(uri, overwrite=True)."
+_LITE_OPEN: collections.Counter[str] = collections.Counter()  # Milvus Lite files this process has open, by store
 
 
 class MilvusStore(VectorStore):
@@ -83,7 +85,10 @@ class MilvusStore(VectorStore):
                              "with notebook 01, or check STORE_PATH.")
         if self.lite and not read_only:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        self.client: MilvusClient | None = None
         self.client = self._connect(token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout)
+        if self.lite:
+            _LITE_OPEN[self.uri] += 1
         self.side = SideCollection(self.client, collection + SUFFIX, self._call)
         try:
             record = self.side.read_json("store")
@@ -137,8 +142,18 @@ class MilvusStore(VectorStore):
                              "Check that the server is running and reachable, then retry.") from exc
 
     def close(self) -> None:
-        """Let go of the connection (for Milvus Lite: of the file, so another process can open it)."""
+        """Let go of the connection; for Milvus Lite, of the file too once no store of this process has it open,
+        so that another process can open it."""
+        if self.client is None:
+            return
         self.client.close()
+        self.client = None
+        if self.lite:
+            _LITE_OPEN[self.uri] -= 1
+            if not _LITE_OPEN[self.uri]:
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -268,7 +283,16 @@ class MilvusStore(VectorStore):
                                  "values elsewhere and store a reference.")
         return texts, metadatas, ids
 
+    def _check_current(self) -> dict[str, Any] | None:
+        """The record as it is now, or a :class:`StoreError` if another writer changed it since this opened it."""
+        record = self.side.read_json("store")
+        if (record["version"] if record else 0) != self.version:
+            raise StoreError(f"The store {self.where} changed since it was opened (another process wrote to it). "
+                             "Reopen it and add again.")
+        return record
+
     def _existing_ids(self, texts: list[str], ids: Sequence[str] | None) -> set[str]:
+        self._check_current()
         if len(self) == 0:
             return set()
         wanted = sorted(set(ids) if ids is not None else {text_id(t) for t in texts})
@@ -290,10 +314,7 @@ class MilvusStore(VectorStore):
     def _commit(self, texts: list[str], metadatas: list[dict[str, Any]], ids: list[str], vectors: np.ndarray) -> None:
         owner = None if self.lite else self.side.lock(self.where)  # Lite: one process per file already
         try:
-            record = self.side.read_json("store")
-            if (record["version"] if record else 0) != self.version:
-                raise StoreError(f"The store {self.where} changed since it was opened (another process wrote to it). "
-                                 "Reopen it and add again.")
+            record = self._check_current()
             fresh = record is None or self._overwrite_pending
             generation = (record["generation"] if record else 0) + fresh
             physical = f"{self.collection}__g{generation}"
