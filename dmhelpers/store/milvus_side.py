@@ -31,7 +31,8 @@ SUFFIX = "__dm"
 PART_BYTES = 45_000  # 60,000 base64 characters: under the VARCHAR limit of 65,535
 KEY = re.compile(r"[A-Za-z0-9_.:/@-]{1,200}")
 MAX_ROWS = 16_384  # Milvus's largest query result
-LEASE_S = 300.0  # a server writer's lock expires this long after its last renewal (a crashed writer's too)
+LEASE_S = 60.0  # a server writer's lock expires this long after its last renewal (a crashed writer's too)
+_WRITING: set[str] = set()  # the leases this process holds for writes in progress
 
 
 def quote(key: str) -> str:
@@ -95,7 +96,6 @@ class SideCollection:
 
     def write(self, key: str, data: bytes) -> None:
         self.create()
-        old = self.head(key)
         gen = uuid.uuid4().hex[:12]
         parts = [data[i:i + PART_BYTES] for i in range(0, len(data), PART_BYTES)] or [b""]
         rows = [{"key": f"{key}@{gen}/{i}", "data": base64.b64encode(p).decode("ascii"), "v": [0.0, 0.0]}
@@ -105,9 +105,9 @@ class SideCollection:
         head = {"gen": gen, "parts": len(parts), "sha256": hashlib.sha256(data).hexdigest()}
         self.call("write to the side collection", self.client.upsert, self.name,
                   [{"key": quote(key)[1:-1], "data": json.dumps(head), "v": [0.0, 0.0]}])
-        if old is not None:  # the old generation's parts: nobody points to them any more
-            self.call("clean the side collection", self.client.delete, self.name,
-                      filter=f'key like "{key}@{old["gen"]}/%"')
+        # Older generations' parts: nobody points to them any more.
+        self.call("clean the side collection", self.client.delete, self.name,
+                  filter=f'key like "{key}@%" and not (key like "{key}@{gen}/%")')
 
     def keys(self, prefix: str, suffix: str) -> list[str]:
         if not self.exists():
@@ -133,13 +133,14 @@ class SideCollection:
         """
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         held = self.read_json("lock")
-        if held and held.get("owner") and held["expires"] > time.time():
+        if held and held.get("owner") and held["expires"] > time.time() and not _dead(held["owner"]):
             self._locked(where, held)
         self.renew(owner)
         time.sleep(0.3)
         held = self.read_json("lock")
         if not held or held.get("owner") != owner:
             self._locked(where, held or {})
+        _WRITING.add(owner)
         return owner
 
     def renew(self, owner: str) -> None:
@@ -147,6 +148,7 @@ class SideCollection:
 
     def unlock(self, owner: str | None) -> None:
         if owner:
+            _WRITING.discard(owner)
             try:
                 self.write_json("lock", {"owner": None, "expires": 0})
             except StoreError:
@@ -158,6 +160,23 @@ class SideCollection:
         raise StoreLockedError(f"The store {where} is locked: another process ({held.get('owner')}) is writing to "
                                f"it. Wait for it to finish (a writer that died frees it within {left} s), or use "
                                "another collection.")
+
+
+def _dead(owner: str) -> bool:
+    """Whether a lease's writer is known to be gone: a write of this process that ended without unlocking (the
+    server went away), or a process of this machine that no longer runs. Other machines' leases just expire."""
+    host, pid, _ = (owner.split(":") + ["", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return owner not in _WRITING
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class MilvusModels:
