@@ -18,7 +18,6 @@ corpus once and never rewrites the collection.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import os
@@ -34,10 +33,11 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
+from dmhelpers.store.milvus_connection import Connection
 from dmhelpers.store.milvus_side import LEASE_S, SUFFIX, MilvusModels, SideCollection
 from dmhelpers.store.records import Hit, corpus_fingerprint, text_id
 from dmhelpers.store.vector_store import VectorStore
-from dmhelpers.utils.errors import InputError, StoreError, StoreLockedError, check_whole
+from dmhelpers.utils.errors import InputError, StoreError, check_whole
 
 FORMAT = 1
 TEXT_BYTES, ID_BYTES, METADATA_BYTES = 65_535, 64, 65_536  # Milvus's VARCHAR and JSON limits in this schema
@@ -45,7 +45,6 @@ TOP_K_LIMIT = 16_384  # Milvus's largest k
 INSERT_BYTES = 16 * 2**20  # rows per insert call are kept under this (gRPC messages are limited to 64 MiB)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
 REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(uri, overwrite=True)."
-_LITE_OPEN: collections.Counter[str] = collections.Counter()  # Milvus Lite files this process has open, by store
 
 
 class MilvusStore(VectorStore):
@@ -85,10 +84,8 @@ class MilvusStore(VectorStore):
                              "with notebook 01, or check STORE_PATH.")
         if self.lite and not read_only:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        self.client: MilvusClient | None = None
-        self.client = self._connect(token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout)
-        if self.lite:
-            _LITE_OPEN[self.uri] += 1
+        self.connection = Connection(self.path, self.uri, self.lite,
+                                     token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout)
         self.side = SideCollection(self.client, collection + SUFFIX, self._call)
         try:
             record = self.side.read_json("store")
@@ -118,42 +115,17 @@ class MilvusStore(VectorStore):
             self._call("load the collection", self.client.load_collection, record["physical"])
         self._overwrite_pending = overwrite and record is not None
 
-    # ------------------------------------------------------------------ connection
-    def _connect(self, token: str, timeout: float) -> MilvusClient:
-        try:
-            return MilvusClient(self.uri, token=token, timeout=timeout)
-        except MilvusException as exc:
-            if self.lite and "open local milvus failed" in str(exc).lower():
-                raise StoreLockedError(
-                    f"The Milvus Lite file {self.path} is open in another process: Milvus Lite allows one process "
-                    "per .db file. Close the other one (restart its notebook kernel) and retry, or serve the file "
-                    "with `milvus-lite server --data-dir ... --host 127.0.0.1` and open its http:// URI from every "
-                    "process.") from exc
-            raise StoreError(f"Cannot reach Milvus at {self.path} ({getattr(exc, 'message', exc)}). Check that the "
-                             "server is running and the URI is right (and MILVUS_TOKEN, if it needs one); nothing "
-                             "was written.") from exc
-
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """One client call; a failure becomes a :class:`StoreError` naming the server and the step."""
-        try:
-            return fn(*args, **kwargs)
-        except (MilvusException, OSError, ConnectionError) as exc:
-            raise StoreError(f"Milvus at {self.path} could not {what} ({getattr(exc, 'message', None) or exc}). "
-                             "Check that the server is running and reachable, then retry.") from exc
+        return self.connection.call(what, fn, *args, **kwargs)
+
+    @property
+    def client(self) -> MilvusClient:
+        return self.connection.client
 
     def close(self) -> None:
         """Let go of the connection; for Milvus Lite, of the file too once no store of this process has it open,
         so that another process can open it."""
-        if self.client is None:
-            return
-        self.client.close()
-        self.client = None
-        if self.lite:
-            _LITE_OPEN[self.uri] -= 1
-            if not _LITE_OPEN[self.uri]:
-                from milvus_lite.server_manager import server_manager_instance
-
-                server_manager_instance.release_server(self.uri)
+        self.connection.close()
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
