@@ -1,7 +1,8 @@
 """Shared fixtures, and one place for the kernel name and timeouts (overridable by environment variables).
 
 The tests come in tiers, one folder each, marked by folder: ``unit`` (fast, ``make test-fast``), ``safety`` (bad
-input, crashes, LLM errors, resource limits, properties) and ``notebooks`` (the notebooks run through papermill).
+input, crashes, LLM errors, resource limits, properties), ``backends`` (the store suite on hnswlib, Milvus Lite, a
+``milvus-lite server`` and a real ``milvus-server``) and ``notebooks`` (the notebooks run through papermill).
 Helpers are in ``helpers.py``.
 """
 from __future__ import annotations
@@ -14,15 +15,17 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 import functools
 import http.server
 import threading
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import PAGES, RotatedTask, SiteHandler, build_rotated_store
+from helpers import PAGES, LiteServer, RotatedTask, SiteHandler, build_rotated_store
 
 from dmhelpers import LocalEmbeddings
 
-TIERS = ("unit", "safety", "notebooks")
+TIERS = ("unit", "safety", "backends", "notebooks")
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -58,3 +61,40 @@ def tiny_site(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture()
 def rotated_store(tmp_path):
     return build_rotated_store(tmp_path / "rotated", RotatedTask())
+
+
+@pytest.fixture(scope="session")
+def lite_server(tmp_path_factory) -> Iterator[LiteServer]:
+    """One ``milvus-lite server`` on 127.0.0.1 for the session (each test uses collections of its own)."""
+    server = LiteServer(tmp_path_factory.mktemp("milvus-lite-server") / "data")
+    yield server
+    server.stop()
+
+
+_collections = itertools.count()
+
+
+@pytest.fixture(params=["hnswlib", "milvus-lite", "milvus-server"])
+def open_store(request, tmp_path) -> Callable[..., Any]:
+    """``open_store(name="store", **kwargs)`` opens the named store of this test on the backend of the parameter:
+    a folder (hnswlib), a ``.db`` file (Milvus Lite) or a collection on the session's ``milvus-lite server``."""
+    from dmhelpers import VectorStore
+
+    backend, opened = request.param, []
+    prefix = f"t{next(_collections)}"
+
+    def open_(name: str = "store", **kwargs: Any):
+        if backend == "hnswlib":
+            db = VectorStore(tmp_path / name, **kwargs)
+        elif backend == "milvus-lite":
+            db = VectorStore(tmp_path / f"{name}.db", **kwargs)
+        else:
+            server = request.getfixturevalue("lite_server")
+            db = VectorStore(server.uri, collection=f"{prefix}_{name.replace('-', '_')}", folder=tmp_path / f"{name}-files", **kwargs)
+        opened.append(db)
+        return db
+
+    open_.backend = backend
+    yield open_
+    for db in opened:
+        db.close()

@@ -135,3 +135,60 @@ def folder_digest(path: Path) -> dict[str, str]:
     """Every file under ``path`` with its SHA-256, to prove a failed call changed nothing."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+# ----------------------------------------------------------------------------------------------- Milvus servers
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float, proc=None) -> bool:
+    """Whether 127.0.0.1:``port`` accepts connections within ``seconds`` (False at once if ``proc`` exits)."""
+    import socket
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+class LiteServer:
+    """A ``milvus-lite server`` on 127.0.0.1 (never 0.0.0.0), started in a process of its own and stopped by PID."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        import subprocess
+        import sys
+
+        self.data_dir, self.port = Path(data_dir), port or free_port()
+        self.log = self.data_dir.parent / f"{self.data_dir.name}.log"
+        cli = Path(sys.executable).parent / "milvus-lite"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(cli), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
+                                          "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        if not wait_for_port(self.port, 30, self.proc):
+            self.stop()
+            raise RuntimeError(f"milvus-lite server did not start: {self.log.read_text()[-2000:]}")
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """SIGTERM to its PID, then wait (SIGKILL after 10 s)."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -19,14 +19,11 @@ in NumPy: a few small matrix products per query, no torch call on the search pat
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from safetensors.numpy import load, save
 from torch import nn
 
-from dmhelpers.utils.files import atomic_write_bytes
 
 
 class QueryAdapter(nn.Module):
@@ -127,11 +124,11 @@ def apply_adapter(weights: dict[str, np.ndarray], q: np.ndarray, alpha: float, t
     return out
 
 
-def save_weights(path: str | Path, weights: dict[str, np.ndarray]) -> None:
-    """Write weights as safetensors, atomically (never a pickle)."""
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in weights.items()}))
+def weights_to_bytes(weights: dict[str, np.ndarray]) -> bytes:
+    """Weights as safetensors bytes (never a pickle), for a model repository to store."""
+    return save({k: np.ascontiguousarray(v) for k, v in weights.items()})
 
 
-def load_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """Read safetensors weights (no code is executed when loading)."""
-    return load(Path(path).read_bytes())
+def weights_from_bytes(data: bytes) -> dict[str, np.ndarray]:
+    """Weights from safetensors bytes (no code is executed when loading)."""
+    return load(data)

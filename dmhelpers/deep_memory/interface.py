@@ -1,5 +1,6 @@
 """What Deep Memory needs from a store: a small interface, so any backend that has it can train and serve models
-(the hnswlib :class:`~dmhelpers.VectorStore` is one). Deep Memory never imports a store class."""
+(both backends of :class:`~dmhelpers.VectorStore`, hnswlib and Milvus, have it). Deep Memory never imports a store
+class."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from dmhelpers.deep_memory.repository import ModelRepository
 from dmhelpers.embeddings import Embedder
 
 
@@ -32,7 +34,7 @@ class SearchableStore(Protocol):
         """A hash of the ids and texts: a model records the corpus version it was trained on."""
 
     @property
-    def model_folder(self) -> Path:
+    def models(self) -> ModelRepository:
         """Where this store's Deep Memory jobs and the active-model pointer live."""
 
     def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

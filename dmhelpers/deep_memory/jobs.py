@@ -5,8 +5,9 @@
     db.deep_memory.get_model(); db.deep_memory.set_model(job_id)
     db.search(question, k=10, deep_memory=True)
 
-Each job lives in ``<store>/deep_memory/<job_id>/``: ``job.json`` (status, parameters, history, metrics) and,
-once completed, ``adapter.safetensors``. ``deep_memory/ACTIVE`` names the active model and is replaced
+Each job is kept in the store's model repository (:mod:`dmhelpers.deep_memory.repository`: a folder beside an
+hnswlib store, a collection beside a Milvus one) under ``<job_id>/``: ``job.json`` (status, parameters, history,
+metrics) and, once completed, ``adapter.safetensors``. ``ACTIVE`` names the active model and is replaced
 atomically, so a failed, cancelled or interrupted job never replaces it.
 """
 from __future__ import annotations
@@ -17,13 +18,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, load_weights, memory_values, save_weights
+from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, memory_values, weights_from_bytes, weights_to_bytes
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS, TrainConfig
 from dmhelpers.deep_memory.interface import SearchableStore
 from dmhelpers.deep_memory.status import format_status, result_line
@@ -32,7 +32,6 @@ from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimat
 from dmhelpers.evaluation.evaluate import evaluate
 from dmhelpers.evaluation.metrics import TOP_K
 from dmhelpers.utils.errors import DeepMemoryError, InputError, StoreError, check_number, check_whole
-from dmhelpers.utils.files import atomic_write_json
 
 ACTIVE = "ACTIVE"
 
@@ -43,7 +42,7 @@ class DeepMemory:
 
     def __init__(self, store: SearchableStore) -> None:
         self.store = store
-        self.folder = store.model_folder
+        self.models = store.models
         self._threads: dict[str, threading.Thread] = {}
         self._stop: dict[str, threading.Event] = {}
         self._live: dict[str, dict[str, Any]] = {}
@@ -51,15 +50,17 @@ class DeepMemory:
         self._load_active()
 
     # ------------------------------------------------------------------ models
-    def _job_file(self, job_id: str) -> Path:
-        return self.folder / job_id / "job.json"
+    def _write_job(self, job: dict[str, Any]) -> None:
+        self.models.write(f"{job['id']}/job.json", (json.dumps(job, indent=1, ensure_ascii=False) + "\n").encode())
 
     def _read_job(self, job_id: str) -> dict[str, Any]:
         if job_id in self._live:
             return self._live[job_id]
         try:
-            return json.loads(self._job_file(job_id).read_text())
-        except (FileNotFoundError, TypeError):  # TypeError: job_id is not a string
+            if not isinstance(job_id, str) or not job_id.startswith("job-") or "/" in job_id:
+                raise FileNotFoundError(job_id)
+            return json.loads(self.models.read(f"{job_id}/job.json"))
+        except FileNotFoundError:
             known = ", ".join(j["id"] for j in self._all_jobs()) or "none yet"
             raise InputError(f"Unknown job id {job_id!r}. Pass one of this store's jobs "
                              f"(db.deep_memory.list_jobs()): {known}.") from None
@@ -68,12 +69,11 @@ class DeepMemory:
 
     def _all_jobs(self) -> list[dict[str, Any]]:
         jobs = {}
-        if self.folder.is_dir():
-            for f in sorted(self.folder.glob("*/job.json")):
-                try:
-                    jobs[f.parent.name] = json.loads(f.read_text())
-                except ValueError:
-                    continue
+        for key in self.models.keys("/job.json"):
+            try:
+                jobs[key.split("/")[0]] = json.loads(self.models.read(key))
+            except (ValueError, FileNotFoundError):
+                continue
         jobs.update(self._live)
         return sorted(jobs.values(), key=lambda j: j["created"])
 
@@ -88,18 +88,17 @@ class DeepMemory:
                              "since). Train a new model with db.deep_memory.train(...).")
 
     def _load_active(self) -> None:
-        pointer = self.folder / ACTIVE
-        if not pointer.exists():
-            return
         try:
-            job = self._read_job(json.loads(pointer.read_text())["job_id"])
+            if not self.models.exists(ACTIVE):
+                return
+            job = self._read_job(json.loads(self.models.read(ACTIVE))["job_id"])
             self._check_model(job)
             self._active = (job["id"], self._load_model(job))
         except Exception:  # damaged or mismatched: kept on disk, not used; deep_memory=True explains why
             self._active = None
 
     def _load_model(self, job: dict[str, Any]) -> dict[str, Any]:
-        weights = load_weights(self.folder / job["id"] / "adapter.safetensors")
+        weights = weights_from_bytes(self.models.read(f"{job['id']}/adapter.safetensors"))
         references = weights.pop("gate.references", None)
         values = weights.pop("memory.values", None)
         return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
@@ -131,14 +130,14 @@ class DeepMemory:
         except Exception as exc:  # missing or damaged adapter.safetensors
             raise StoreError(f"The model files of job {job_id} are missing or damaged ({type(exc).__name__}: {exc}). "
                              "Train a new model, or choose another job.") from exc
-        atomic_write_json(self.folder / ACTIVE, {"job_id": job_id})
+        self.models.write(ACTIVE, json.dumps({"job_id": job_id}).encode())
         self._active = (job_id, model)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Apply the active adapter to query vectors (the corpus vectors are never changed)."""
         if self._active is None:
             why = ""
-            if (self.folder / ACTIVE).exists():
+            if self.models.exists(ACTIVE):
                 why = (" The stored model cannot be used (it does not match this store's embedder or corpus, or its "
                        "files are damaged); retrain.")
             raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
@@ -253,8 +252,7 @@ class DeepMemory:
                "fingerprint": self.store.fingerprint, "n_queries": len(queries), "params": asdict(cfg),
                "trained_chunks": sorted({ids[p] for pos in positives for p in pos}),
                "history": [], "alpha": 0.0, "beta": 0.0, "gate": None, "message": ""}
-        (self.folder / job_id).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self._job_file(job_id), job)
+        self._write_job(job)
         self._live[job_id] = job
         self._stop[job_id] = threading.Event()
         if background:  # follow it with status(job_id)
@@ -292,20 +290,20 @@ class DeepMemory:
                 weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
             if result.beta:
                 weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
-            save_weights(self.folder / job["id"] / "adapter.safetensors", weights)
+            self.models.write(f"{job['id']}/adapter.safetensors", weights_to_bytes(weights))
             job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, beta=result.beta,
                        gate=result.gate, alpha_out=result.alpha_out, epochs_chosen=result.epochs,
                        carried_by=result.carried_by, history=result.history, validation=result.validation,
                        kept_identity=result.kept_identity, message=result.message,
                        seconds=round(time.perf_counter() - start, 2))
-            atomic_write_json(self._job_file(job["id"]), job)
+            self._write_job(job)
             self.set_model(job["id"])
         except Cancelled:
             job.update(status="cancelled", message="Cancelled; the active model is unchanged.")
         except Exception as exc:  # recorded on the job: a failed job never replaces the active model
             job.update(status="failed", message=f"{type(exc).__name__}: {exc}")
         finally:
-            atomic_write_json(self._job_file(job["id"]), job)
+            self._write_job(job)
             self._live.pop(job["id"], None)
 
     def cancel(self, job_id: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dmhelpers.evaluation.metrics import TOP_K, retrieval_metrics
-from dmhelpers.utils.errors import check_ks
+from dmhelpers.utils.errors import InputError, check_ks
 
 
 class _Searchable(Protocol):
@@ -31,10 +31,16 @@ def evaluate(store: _Searchable, queries: Sequence[str], positives: list[list[in
     """
     ks = check_ks("top_k", top_k, "Use e.g. top_k=[1, 3, 5, 10, 50, 100].")
     scored_ks = [k for k in ks if k <= len(store)]  # a store of n chunks has no recall@k for k > n
+    if not scored_ks:
+        raise InputError(f"top_k={list(ks)} asks only for recall at more chunks than the store's {len(store)}, which "
+                         f"cannot be computed. Use values from 1 to {len(store)}, e.g. top_k=[1, 3, 5, 10].")
+    if len(scored_ks) < len(ks):
+        print(f"Recall@k for k = {', '.join(map(str, ks[len(scored_ks):]))} is not computed: the store holds only "
+              f"{len(store)} chunks.")
     start = time.perf_counter()
     vectors = store.embedding.embed(list(queries))
     print(f"Embedding queries took {time.perf_counter() - start:.2f} seconds")
-    depth = max(max(ks), 10)
+    depth = min(max(max(scored_ks), 10), len(store))
     runs = {"without model": vectors}
     if transform is not None:
         runs["with model"] = transform(vectors)

@@ -5,14 +5,34 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from dmhelpers.utils.errors import InputError
+
+
+class Hit(NamedTuple):
+    """One search result: the chunk's id, text, cosine similarity score and metadata."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
 
 
 def text_id(text: str) -> str:
     """A stable id for a chunk: the first 16 hex digits of its SHA-256."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def check_utf8(what: str, text: str) -> None:
+    """Refuse a string that cannot be written as UTF-8 (a lone surrogate such as ``"\\ud800"``, which Python
+    strings allow but no file or database does), naming where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which cannot "
+                         "be stored as UTF-8 (it often comes from decoding bytes with errors='surrogateescape'). "
+                         "Clean it first, e.g. text.encode('utf-8', 'replace').decode('utf-8').") from None
 
 
 def corpus_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
@@ -37,6 +57,7 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
         if not isinstance(t, str) or not t.strip():
             raise InputError(f"Text {i} is {'empty' if isinstance(t, str) else type(t).__name__}: every text "
                              "must be a non-empty string. Drop empty chunks before adding.")
+        check_utf8(f"Text {i}", t)
     metadatas = metadatas if metadatas is None or isinstance(metadatas, (str, dict)) else list(metadatas)
     if isinstance(metadatas, (str, dict)) or any(m is not None and not isinstance(m, dict)
                                                  for m in metadatas or ()):
@@ -47,10 +68,11 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
         raise InputError(f"Got {len(texts)} texts but {len(metadatas)} metadatas; pass one dict per text.")
     for i, m in enumerate(metadatas):
         try:
-            json.dumps(m)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"Metadata {i} cannot be stored as JSON ({exc}). Use strings, numbers, lists "
-                             "and dicts.") from exc
+            json.dumps(m, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            why = "NaN and infinity are not JSON numbers: use None or a string" if "Out of range float" in str(
+                exc) else "use strings (valid UTF-8, no lone surrogates), numbers, lists and dicts"
+            raise InputError(f"Metadata {i} cannot be stored as JSON ({exc}). Fix it: {why}.") from exc
     if ids is None:
         ids, taken = [], set(existing)
         for t in texts:
@@ -67,6 +89,8 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
             raise InputError(f"Got {len(texts)} texts but {len(ids)} ids; pass one id per text, or ids=None.")
         if any(not isinstance(i, str) or not i for i in ids):
             raise InputError("Every id must be a non-empty string. Pass string ids, or ids=None to generate them.")
+        for n, i in enumerate(ids):
+            check_utf8(f"Id {n}", i)
         seen: set[str] = set()
         dupes = sorted({i for i in ids if i in seen or seen.add(i)} | (set(ids) & existing))
         if dupes:

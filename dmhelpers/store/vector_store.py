@@ -1,220 +1,161 @@
-"""``VectorStore``: an hnswlib index plus texts, ids and metadata, persisted in one folder.
+"""``VectorStore``: chunks, their vectors and a k-NN index, with one API over two backends chosen by what you pass.
 
-Layout of a store folder::
+    VectorStore("../data/store")                                 # a folder: hnswlib in this process (the default)
+    VectorStore("../data/store.db")                              # a .db path: Milvus Lite, embedded
+    VectorStore("http://127.0.0.1:19530", collection="docs")     # a Milvus server or cluster (token: MILVUS_TOKEN)
 
-    STORE                 pointer {"format": 1, "version": n, "snapshot": "v00000n"}, replaced atomically
-    v00000n/meta.json     embedder name and dimension, index parameters, count, corpus fingerprint
-    v00000n/records.jsonl one {"id", "text", "metadata"} per chunk
-    v00000n/embeddings.npy the chunks' normalised vectors (float32)
-    v00000n/index.bin     the hnswlib graph (cosine)
-    .lock                 held while a process writes
+Both backends hold the same records (id, text, JSON metadata, normalised vector) in the same row order, search by
+cosine similarity, and give Deep Memory the same small interface
+(:class:`~dmhelpers.deep_memory.interface.SearchableStore`), so training, ``search(..., deep_memory=True)``,
+evaluation and retrievers behave the same on either. ``db.folder`` is a local folder that belongs to the store,
+for the files the notebooks keep beside it (questions, LLM caches).
 
-A write builds a complete new snapshot folder and only then switches the pointer, so a crash at any
-moment leaves the store holding exactly the last completed write.
+This module holds what both backends share; :mod:`~dmhelpers.store.hnsw_store` and
+:mod:`~dmhelpers.store.milvus_store` hold what differs.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import hnswlib
 import numpy as np
-from filelock import FileLock, Timeout
 
 from dmhelpers.deep_memory.jobs import DeepMemory
-from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
+from dmhelpers.deep_memory.repository import ModelRepository
+from dmhelpers.embeddings import Embedder
 from dmhelpers.rag.retriever import make_retriever
-from dmhelpers.store.records import check_records, corpus_fingerprint
-from dmhelpers.utils.errors import InputError, StoreError, StoreLockedError, check_whole
-from dmhelpers.utils.files import atomic_write_json, fsync_dir
+from dmhelpers.store.records import Hit, check_records
+from dmhelpers.utils.errors import InputError, StoreError
 
-FORMAT = 1
-POINTER = "STORE"
-REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(path, overwrite=True)."
+__all__ = ["Hit", "VectorStore", "backend_of"]
 
 
-class Hit(NamedTuple):
-    """One search result: the chunk's id, text, cosine similarity score and metadata."""
-
-    id: str
-    text: str
-    score: float
-    metadata: dict[str, Any]
+def backend_of(path: Any) -> str:
+    """``"milvus"`` for an ``http(s)://`` URI or a path ending in ``.db`` (unless that is an hnswlib store folder),
+    ``"hnswlib"`` for any other path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError(f"STORE_PATH must be a folder path, a path ending in .db (Milvus Lite) or a Milvus URI "
+                         f"such as 'http://127.0.0.1:19530', got {path!r}. Use e.g. STORE_PATH = '../data/store'.")
+    text = str(path)
+    if text.startswith(("http://", "https://")):
+        return "milvus"
+    if "://" in text:
+        raise InputError(f"{text!r} is not a store this package can open: use a folder path, a path ending in .db, "
+                         "or an http:// or https:// Milvus URI (e.g. 'http://127.0.0.1:19530').")
+    if text.endswith(".db") and not (Path(text) / "STORE").is_file():
+        return "milvus"
+    return "hnswlib"
 
 
 class VectorStore:
-    """A persisted vector store over an hnswlib index (cosine similarity).
+    """A persisted vector store (cosine similarity) over hnswlib or Milvus, chosen by ``path``.
 
-    Args:
-        path: the store folder (created on the first write).
+    Args (every backend):
+        path: a folder (hnswlib), a path ending in ``.db`` (Milvus Lite) or an ``http(s)://`` Milvus URI.
         embedding: the embedder; ``None`` means the one the store was built with, or
-            :class:`LocalEmbeddings` for a new store.
+            :class:`~dmhelpers.LocalEmbeddings` for a new store.
         overwrite: start empty; the old contents are replaced on the first write (not before, so a
             failed rebuild never loses the old store).
         read_only: open for search only; nothing is ever written.
-        M, ef_construction: hnswlib graph parameters, fixed when the index is built.
-        ef: hnswlib search breadth (higher is more exact and slower); raised to ``k`` when needed.
-        random_seed: hnswlib's seed, so a rebuild gives the same graph.
+        M, ef_construction: HNSW graph parameters, fixed when the index is built.
+        ef: HNSW search breadth (higher is more exact and slower); raised to ``k`` when needed.
+
+    The hnswlib backend also takes ``random_seed``; the Milvus backend takes ``collection``, ``token``,
+    ``folder``, ``consistency`` and ``timeout`` (see :class:`~dmhelpers.store.milvus_store.MilvusStore`).
     """
 
-    def __init__(self, path: str | Path, embedding: Embedder | None = None, overwrite: bool = False,
-                 read_only: bool = False, M: int = 16, ef_construction: int = 200, ef: int = 100,
-                 random_seed: int = 0) -> None:
-        if overwrite and read_only:
-            raise InputError("overwrite=True and read_only=True contradict each other; choose one.")
-        self.path = Path(path)
-        self.read_only = read_only
-        self.params = {"M": M, "ef_construction": ef_construction, "random_seed": random_seed}
-        self.ef = ef
-        self.version = 0
-        self._ids: list[str] = []
-        self._texts: list[str] = []
-        self._metadatas: list[dict[str, Any]] = []
-        self._vectors: np.ndarray | None = None
-        self._index: hnswlib.Index | None = None
-        self._id_set: set[str] = set()
-        self._deep_memory: DeepMemory | None = None
+    backend = ""  # "hnswlib" or "milvus": set by each backend class
+    path: Path | str
+    read_only: bool
+    embedding: Embedder
 
-        on_disk = self._read_pointer()
-        if read_only and on_disk is None:
-            raise StoreError(f"No store at {self.path}: read_only=True needs an existing store. "
-                             "Build one first with notebook 01, or check STORE_PATH.")
-        if on_disk is not None:
-            meta = self._load_meta(on_disk)
-            self.version = on_disk["version"]
-            self.embedding = embedding if embedding is not None else get_embedding(meta["embedding"])
-            if not overwrite:
-                self._check_embedder(meta)
-                self.params = meta["index"]
-                self._load_snapshot(on_disk["snapshot"], meta)
-        else:
-            if self.path.exists() and not self.path.is_dir():
-                raise StoreError(f"{self.path} is a file, not a store folder. Choose another STORE_PATH.")
-            # The lock and snapshot folders a crash in the very first write leaves behind are the store's own.
-            ours = lambda p: re.fullmatch(rf"\.lock|(\.tmp-)?v\d{{6}}|\.{POINTER}\.\w+\.tmp", p.name)  # noqa: E731
-            if self.path.is_dir() and not all(ours(p) for p in self.path.iterdir()) and not overwrite:
-                raise StoreError(f"{self.path} is a folder that holds other files but no store. Choose an empty "
-                                 "or new folder for STORE_PATH, or pass overwrite=True to build the store there "
-                                 "anyway (the other files are left as they are).")
-            self.embedding = embedding if embedding is not None else LocalEmbeddings()
-        self._overwrite_pending = overwrite and on_disk is not None
+    def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> VectorStore:
+        if cls is VectorStore:
+            name = backend_of(path)
+            cls = next(c for c in VectorStore.__subclasses__() if c.backend == name)
+        return super().__new__(cls)
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ what each backend provides
     def __len__(self) -> int:
-        return len(self._ids)
+        raise NotImplementedError
+
+    @property
+    def ids(self) -> list[str]:
+        """Chunk ids, in row order."""
+        raise NotImplementedError
+
+    @property
+    def texts(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def metadatas(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The stored chunk vectors, shape ``(len(self), dimension)``, in row order (read-only)."""
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the corpus: models trained on it record it, and are refused once it changes."""
+        raise NotImplementedError
+
+    @property
+    def folder(self) -> Path:
+        """A local folder that belongs to this store, for files kept beside it (``db.folder / "questions"``).
+        It may not exist yet: whoever writes there creates it."""
+        raise NotImplementedError
+
+    @property
+    def models(self) -> ModelRepository:
+        """Where Deep Memory keeps this store's jobs and the active-model pointer."""
+        raise NotImplementedError
+
+    def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""
+        raise NotImplementedError
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Nearest chunks to each row of ``vectors`` (already embedded with this store's embedder)."""
+        raise NotImplementedError
+
+    def _existing_ids(self, texts: list[str], ids: Sequence[str] | None) -> set[str]:
+        """The ids already in the store that the new rows' ids could collide with."""
+        raise NotImplementedError
+
+    def _commit(self, texts: list[str], metadatas: list[dict[str, Any]], ids: list[str], vectors: np.ndarray) -> None:
+        """Add the rows all at once, or raise and leave the store as it was."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared behaviour
+    def close(self) -> None:
+        """Let go of the store's connection or files (the Milvus backend's; nothing to do for hnswlib)."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"VectorStore({str(self.path)!r}, {len(self)} chunks, embedding={self.embedding!r})"
 
     @property
-    def ids(self) -> list[str]:
-        return list(self._ids)
-
-    @property
-    def texts(self) -> list[str]:
-        return list(self._texts)
-
-    @property
-    def metadatas(self) -> list[dict[str, Any]]:
-        return [dict(m) for m in self._metadatas]
-
-    @property
-    def embeddings(self) -> np.ndarray:
-        """The stored chunk vectors, shape ``(len(self), dimension)`` (read-only view)."""
-        if self._vectors is None:
-            return np.zeros((0, self.embedding.dimension), dtype=np.float32)
-        view = self._vectors.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def fingerprint(self) -> str:
-        """A hash of the ids and texts: models trained on this corpus record it."""
-        return corpus_fingerprint(self._ids, self._texts)
-
-    def _read_pointer(self) -> dict[str, Any] | None:
-        pointer = self.path / POINTER
-        if not pointer.exists():
-            return None
-        try:
-            data = json.loads(pointer.read_text())
-            if data.get("format") != FORMAT or not isinstance(data.get("version"), int):
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            return data
-        except (OSError, ValueError, AttributeError) as exc:
-            raise StoreError(f"The store at {self.path} has an unreadable {POINTER} file ({exc}). {REBUILD_HINT}") from exc
-
-    def _load_meta(self, pointer: dict[str, Any]) -> dict[str, Any]:
-        meta_path = self.path / pointer["snapshot"] / "meta.json"
-        try:
-            return json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"The store at {self.path} is damaged: {meta_path.name} in {pointer['snapshot']} "
-                             f"cannot be read ({exc}). {REBUILD_HINT}") from exc
-
-    def _check_embedder(self, meta: dict[str, Any]) -> None:
-        name, dim = meta["embedding"], meta["dimension"]
-        if self.embedding.name != name:
-            raise StoreError(
-                f"The store at {self.path} was built with the embedder {name!r}, not {self.embedding.name!r}: "
-                f"its vectors cannot be compared. Open it with embedding=None (uses {name!r}), or rebuild "
-                "it with the new embedder (overwrite=True)."
-            )
-        if self.embedding.dimension != dim:
-            raise StoreError(f"The store at {self.path} holds {dim}-dimensional vectors but {self.embedding!r} "
-                             f"makes {self.embedding.dimension}-dimensional ones. Use the store's embedder, or rebuild.")
-
-    def _load_snapshot(self, snapshot: str, meta: dict[str, Any]) -> None:
-        folder = self.path / snapshot
-        try:
-            records = [json.loads(line) for line in (folder / "records.jsonl").read_text("utf-8").splitlines()]
-            vectors = np.load(folder / "embeddings.npy", allow_pickle=False)
-            index = hnswlib.Index(space="cosine", dim=meta["dimension"])
-            index_file = folder / "index.bin"
-            if records:
-                if not index_file.exists():
-                    raise FileNotFoundError(f"{index_file.name} is missing")
-                index.load_index(str(index_file), max_elements=len(records))
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise StoreError(f"The store at {self.path} is damaged: {exc}. {REBUILD_HINT}") from exc
-        counts = {"records": len(records), "embeddings": len(vectors), "index": index.get_current_count() if records else 0}
-        if len(set(counts.values())) != 1 or counts["records"] != meta["count"]:
-            raise StoreError(f"The store at {self.path} is damaged: its files disagree ({counts}, meta says "
-                             f"{meta['count']}). {REBUILD_HINT}")
-        self._ids = [r["id"] for r in records]
-        self._texts = [r["text"] for r in records]
-        self._metadatas = [r["metadata"] for r in records]
-        self._id_set = set(self._ids)
-        self._vectors = vectors.astype(np.float32, copy=False)
-        self._index = index if records else None
-
-    @property
-    def folder(self) -> Path:
-        """A local folder that belongs to this store, for its side files (questions, LLM caches): the store folder."""
-        return self.path
-
-    @property
-    def model_folder(self) -> Path:
-        """Where Deep Memory keeps this store's training jobs and the active-model pointer."""
-        return self.path / "deep_memory"
-
-    @property
     def deep_memory(self) -> DeepMemory:
         """Training jobs and the active query adapter (see :mod:`dmhelpers.deep_memory.jobs`)."""
-        if self._deep_memory is None:
+        if getattr(self, "_deep_memory", None) is None:
             self._deep_memory = DeepMemory(self)
         return self._deep_memory
 
     def search(self, query: str | Sequence[str], k: int = 10, deep_memory: bool = False) -> list[Hit] | list[list[Hit]]:
         """Nearest chunks to a question (a list of hits) or to each of several (a list of lists).
 
-        With ``deep_memory=True`` the question's vector goes through the active adapter first; the
-        corpus vectors and the index are the same either way.
+        With ``deep_memory=True`` the question's vector goes through the active adapter first, here in this
+        process; the corpus vectors and the index are the same either way.
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query) if isinstance(query, (list, tuple)) else []
@@ -230,29 +171,14 @@ class VectorStore:
         """A LangChain retriever of this store's top ``k`` chunks (see :mod:`dmhelpers.rag.retriever`)."""
         return make_retriever(self, k, deep_memory)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Nearest chunks to each row of ``vectors`` (already embedded with this store's embedder)."""
-        labels, scores = self.knn(vectors, k)
-        return [[Hit(self._ids[j], self._texts[j], float(s), dict(self._metadatas[j])) for j, s in zip(row, srow)]
-                for row, srow in zip(labels, scores)]
-
-    def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""
-        if self._index is None:
-            raise StoreError(f"The store at {self.path} is empty. Add texts first (notebook 01).")
-        k = check_whole("k", k, 1, "chunks", "Use e.g. k=10.")
-        k = min(int(k), len(self))
-        self._index.set_ef(max(self.ef, k))
-        labels, distances = self._index.knn_query(np.asarray(vectors, dtype=np.float32), k=k)
-        return labels.astype(np.int64), 1.0 - distances
-
-    # ------------------------------------------------------------------ writing
     def add_texts(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None = None,
                   ids: Sequence[str] | None = None) -> list[str]:
         """Embed and add ``texts``; returns their ids (content hashes when ``ids`` is None)."""
         texts, metadatas, ids = self._validate(texts, metadatas, ids)
         vectors = self.embedding.embed(texts)
+        self._check_vectors(vectors, len(texts))
         self._commit(texts, metadatas, ids, vectors)
+        self._deep_memory = None  # the corpus changed: models are re-checked against it
         return ids
 
     def add_documents(self, documents: Iterable[Any]) -> list[str]:
@@ -271,83 +197,23 @@ class VectorStore:
         if self.read_only:
             raise StoreError(f"The store at {self.path} was opened with read_only=True. Open it with "
                              "read_only=False to add texts.")
-        return check_records(texts, metadatas, ids, set() if self._overwrite_pending else self._id_set)
+        texts, metadatas, checked = check_records(texts, metadatas, ids, set())
+        return check_records(texts, metadatas, ids, self._existing_ids(texts, checked if ids is not None else None))
 
-    def _commit(self, texts: list[str], metadatas: list[dict[str, Any]], ids: list[str], vectors: np.ndarray) -> None:
-        """Write the current contents plus the new rows as a new snapshot, then switch the pointer."""
-        if vectors.shape != (len(texts), self.embedding.dimension) or not np.isfinite(vectors).all():
+    def _check_vectors(self, vectors: np.ndarray, n: int) -> None:
+        if vectors.shape != (n, self.embedding.dimension) or not np.isfinite(vectors).all():
             raise StoreError(f"The embedder returned vectors of shape {vectors.shape}, expected "
-                             f"{(len(texts), self.embedding.dimension)} finite values. Fix its embed() (one vector "
+                             f"{(n, self.embedding.dimension)} finite values. Fix its embed() (one vector "
                              "of its dimension per text, no NaN), or use another embedder.")
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.path / ".lock", timeout=0)
-        try:
-            lock.acquire()
-        except Timeout as exc:
-            raise StoreLockedError(f"The store at {self.path} is locked: another process is writing to it. Wait "
-                                   "for it to finish, or use another STORE_PATH.") from exc
-        try:
-            on_disk = self._read_pointer()
-            disk_version = on_disk["version"] if on_disk else 0
-            if disk_version != self.version:
-                raise StoreError(f"The store at {self.path} changed on disk since it was opened (another process "
-                                 "wrote to it). Reopen it and add again.")
-            keep = 0 if self._overwrite_pending else len(self)
-            all_ids = self._ids[:keep] + ids
-            all_texts = self._texts[:keep] + texts
-            all_metas = self._metadatas[:keep] + metadatas
-            base = self._vectors[:keep] if self._vectors is not None and keep else np.zeros((0, vectors.shape[1]), np.float32)
-            all_vectors = np.concatenate([base, vectors.astype(np.float32)])
-            index = self._build_index(all_vectors, keep, on_disk and on_disk["snapshot"])
-            version = max(disk_version, self.version) + 1
-            snapshot = f"v{version:06d}"
-            self._write_snapshot(snapshot, all_ids, all_texts, all_metas, all_vectors, index)
-            atomic_write_json(self.path / POINTER, {"format": FORMAT, "version": version, "snapshot": snapshot})
-            fsync_dir(self.path)
-            self.version = version
-            self._remove_stale_snapshots()
-        finally:
-            lock.release()
-        self._ids, self._texts, self._metadatas = all_ids, all_texts, all_metas
-        self._id_set, self._vectors, self._index = set(all_ids), all_vectors, index
-        self._overwrite_pending = False
-        self._deep_memory = None  # the corpus changed: models are re-checked against it
 
-    def _build_index(self, all_vectors: np.ndarray, keep: int, snapshot: str | None) -> hnswlib.Index:
-        """Extend a fresh copy of the saved graph (so a failure leaves the loaded one intact), or build anew."""
-        index = hnswlib.Index(space="cosine", dim=all_vectors.shape[1])
-        if keep and snapshot:
-            index.load_index(str(self.path / snapshot / "index.bin"), max_elements=len(all_vectors))
-        else:
-            index.init_index(max_elements=len(all_vectors), **self.params)
-        index.set_num_threads(1)  # one thread: the same inputs always give the same graph
-        index.add_items(all_vectors[keep:], np.arange(keep, len(all_vectors)))
-        index.set_num_threads(os.cpu_count() or 1)  # batched queries use every core, as on a reopened store
-        return index
-
-    def _write_snapshot(self, snapshot: str, ids: list[str], texts: list[str], metas: list[dict[str, Any]],
-                        vectors: np.ndarray, index: hnswlib.Index) -> None:
-        tmp = self.path / f".tmp-{snapshot}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        with open(tmp / "records.jsonl", "w", encoding="utf-8") as f:
-            for i, t, m in zip(ids, texts, metas):
-                f.write(json.dumps({"id": i, "text": t, "metadata": m}, ensure_ascii=False) + "\n")
-        np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
-        index.save_index(str(tmp / "index.bin"))
-        meta = {"format": FORMAT, "embedding": self.embedding.name, "dimension": int(vectors.shape[1]),
-                "count": len(ids), "index": self.params, "fingerprint": corpus_fingerprint(ids, texts)}
-        atomic_write_json(tmp / "meta.json", meta)
-        fsync_dir(tmp)
-        shutil.rmtree(self.path / snapshot, ignore_errors=True)  # left by a crash after a rename, never current
-        tmp.rename(self.path / snapshot)
-
-    def _remove_stale_snapshots(self) -> None:
-        """Delete snapshot folders left behind by crashed writes (never the current one)."""
-        current = f"v{self.version:06d}"
-        for p in self.path.iterdir():
-            if p.is_dir() and (p.name.startswith(".tmp-v") or (p.name.startswith("v") and p.name != current
-                                                               and p.name[1:].isdigit())):
-                shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file() and p.name.startswith(f".{POINTER}.") and p.name.endswith(".tmp"):  # a torn pointer write
-                p.unlink(missing_ok=True)
+    def _check_embedder(self, name: str, dim: int) -> None:
+        """Refuse an embedder other than the one the stored vectors were made with."""
+        if self.embedding.name != name:
+            raise StoreError(
+                f"The store at {self.path} was built with the embedder {name!r}, not {self.embedding.name!r}: "
+                f"its vectors cannot be compared. Open it with embedding=None (uses {name!r}), or rebuild "
+                "it with the new embedder (overwrite=True)."
+            )
+        if self.embedding.dimension != dim:
+            raise StoreError(f"The store at {self.path} holds {dim}-dimensional vectors but {self.embedding!r} "
+                             f"makes {self.embedding.dimension}-dimensional ones. Use the store's embedder, or rebuild.")

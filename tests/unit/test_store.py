@@ -7,6 +7,8 @@ import pytest
 from helpers import HashEmbeddings, folder_digest
 
 from dmhelpers import Document, InputError, StoreError, VectorStore
+from dmhelpers.store import HnswlibStore, MilvusStore
+from dmhelpers.store.vector_store import backend_of
 from dmhelpers.evaluation.metrics import exact_top_k
 
 TEXTS = [
@@ -172,3 +174,16 @@ def test_meta_records_embedder_and_fingerprint(store):
     meta = json.loads((store.path / "v000001" / "meta.json").read_text())
     assert meta["embedding"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["dimension"] == 384
     assert meta["count"] == 6 and meta["fingerprint"] == store.fingerprint
+
+
+def test_the_backend_is_chosen_by_the_path(store, tmp_path):
+    assert backend_of(tmp_path / "folder") == backend_of("../data/store") == "hnswlib"
+    assert backend_of(tmp_path / "x.db") == backend_of("x.db") == "milvus"
+    assert backend_of("http://127.0.0.1:19530") == backend_of("https://milvus.example:443") == "milvus"
+    hnsw_named_db = VectorStore(tmp_path / "old.db", embedding=HashEmbeddings(), overwrite=False)
+    assert type(hnsw_named_db) is MilvusStore  # a new .db path is Milvus Lite ...
+    hnsw_named_db.close()
+    (tmp_path / "kept.db").mkdir()
+    (tmp_path / "kept.db" / "STORE").write_text("{}")
+    assert backend_of(tmp_path / "kept.db") == "hnswlib"  # ... but an hnswlib store folder named *.db stays one
+    assert type(store) is HnswlibStore and isinstance(store, VectorStore)
