@@ -1,7 +1,8 @@
 """Shared fixtures, and one place for the kernel name and timeouts (overridable by environment variables).
 
 The tests come in tiers, one folder each, marked by folder: ``unit`` (fast, ``make test-fast``), ``safety`` (bad
-input, crashes, LLM errors, resource limits, properties) and ``notebooks`` (the notebooks run through papermill).
+input, crashes, LLM errors, resource limits, properties), ``local_llm`` (the LLM path against the real local chat
+server) and ``notebooks`` (the notebooks run through papermill).
 Helpers are in ``helpers.py``.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from helpers import PAGES, RotatedTask, SiteHandler, build_rotated_store
 
 from dmhelpers import LocalEmbeddings
 
-TIERS = ("unit", "safety", "notebooks")
+TIERS = ("unit", "safety", "local_llm", "notebooks")
 
 
 def pytest_collection_modifyitems(items) -> None:
