@@ -131,12 +131,14 @@ async def _ask_model(endpoint: Endpoint, texts: list[str], ids: list[str], order
                         async with in_flight:
                             question, reason = await writer.ask(texts[i], mine)
                         if question is None:
-                            failures[i] = reason
+                            failures.setdefault(i, reason)
                             continue
                         if store:
                             store.add(ids[i], texts[i], question, nth)
                     if normalise_question(question) not in {normalise_question(q) for q in mine}:
                         mine.append(question)
+                if mine:
+                    failures.pop(i, None)  # reported only when a chunk got no question at all
                 consumed.append(i)
                 return mine
 

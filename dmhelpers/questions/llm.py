@@ -7,7 +7,8 @@ Real servers differ in what they accept: the first request of a run settles the 
 ``json_schema`` (OpenAI, vLLM, Ollama), then ``json_object`` with the schema (llama.cpp's server enforces it by
 grammar; it answers ``json_schema`` with HTTP 500), then plain ``json_object``. Small models need help: the prompt
 carries one worked example, replies are sampled at temperature 0 with a ``max_tokens`` cap, and a reply that is
-not JSON, copies the chunk, the example or the placeholder is asked again (at a higher temperature, since at 0 the
+not JSON, copies the chunk, the example or the placeholder, or repeats an earlier question about the same chunk
+is asked again (at a higher temperature, since at 0 the
 same prompt gives the same reply), then skipped.
 """
 from __future__ import annotations
@@ -193,6 +194,8 @@ class ChatWriter:
             else:
                 question, reason = _parse_reply(message.content)
                 reason = reason or copied(question, text)
+                if not reason and normalise_question(question) in {normalise_question(q) for q in avoid}:
+                    reason = f"repeated an earlier question about this chunk: {question[:80]!r}"
                 if not reason:
                     return question, ""
         return None, reason
