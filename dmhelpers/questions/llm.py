@@ -7,7 +7,7 @@ Real servers differ in what they accept: the first request of a run settles the 
 ``json_schema`` (OpenAI, vLLM, Ollama), then ``json_object`` with the schema (llama.cpp's server enforces it by
 grammar; it answers ``json_schema`` with HTTP 500), then plain ``json_object``. Small models need help: the prompt
 carries one worked example, replies are sampled at temperature 0 with a ``max_tokens`` cap, and a reply that is
-not JSON, copies the chunk, the example or the placeholder, or repeats an earlier question about the same chunk
+not JSON, copies the chunk, the placeholder or the example (or echoes its wording), or repeats an earlier question about the same chunk
 is asked again (at a higher temperature, since at 0 the
 same prompt gives the same reply), then skipped.
 """
@@ -50,6 +50,7 @@ JSON_OBJECT_SCHEMA = {"type": "json_object", "schema": QUESTION_SCHEMA}  # llama
 JSON_OBJECT = {"type": "json_object"}  # for servers with neither
 FORMATS = (JSON_SCHEMA, JSON_OBJECT_SCHEMA, JSON_OBJECT)
 PLACEHOLDERS = {"", "question", "your question", "your question here", "the question"}
+ECHO_WORDS = 4  # a question with this many consecutive words of the example (not in its own chunk) echoes it
 
 
 def _text_sha(text: str) -> str:
@@ -75,17 +76,27 @@ def _words(text: str) -> list[str]:
 
 
 def copied(question: str, chunk: str) -> str:
-    """Why ``question`` is a copy rather than a question (the placeholder, the worked example, a run of the
-    chunk's words), or "" if it is not."""
+    """Why ``question`` is a copy rather than a question (the placeholder, the worked example or a run of its
+    words that ``chunk`` does not have, a run of the chunk's words), or "" if it is not."""
     if " ".join(_words(question)) in PLACEHOLDERS:
         return f"copied the placeholder: {question!r}"
     if normalise_question(question) == normalise_question(EXAMPLE_QUESTION):
         return "copied the worked example's question"
     words, text = _words(question), _words(chunk)
-    runs = {tuple(text[i:i + COPIED_WORDS]) for i in range(len(text) - COPIED_WORDS + 1)}
-    if any(tuple(words[i:i + COPIED_WORDS]) in runs for i in range(len(words) - COPIED_WORDS + 1)):
+    if _runs(words, COPIED_WORDS) & _runs(text, COPIED_WORDS):
         return f"copied the chunk: {question[:80]!r}"
+    echoed = (_runs(words, ECHO_WORDS) & _EXAMPLE_RUNS) - _runs(text, ECHO_WORDS)
+    if echoed:
+        return f"echoed the worked example ({' '.join(min(echoed))!r}): {question[:80]!r}"
     return ""
+
+
+def _runs(words: list[str], length: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + length]) for i in range(len(words) - length + 1)}
+
+
+# The example's own wording, past its question's opening ("How do I stop"), which any question may share.
+_EXAMPLE_RUNS = _runs(_words(EXAMPLE_QUESTION)[4:], ECHO_WORDS) | _runs(_words(EXAMPLE_CHUNK), ECHO_WORDS)
 
 
 def messages_for(text: str, avoid: Sequence[str] = ()) -> list[dict[str, str]]:

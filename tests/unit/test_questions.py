@@ -341,7 +341,9 @@ def test_llm_copies_and_repeats_are_asked_again_at_a_higher_temperature(chat_ser
     ("Your question here", "copied the placeholder"),
     (EXAMPLE_QUESTION.upper(), "copied the worked example's question"),
     ("The csv module reads and writes comma separated values one row per line of the file?", "copied the chunk"),
+    ("How do I stop a thread from hanging forever when the server is slow to answer?", "echoed the worked example"),
     ("How do I read a CSV file one row at a time?", ""),
+    ("How do I stop a csv reader from quoting every value?", ""),
     ("How do I use csv.reader?", ""),
 ])
 def test_copies_are_recognised(question, why):
