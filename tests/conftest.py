@@ -2,7 +2,8 @@
 
 The tests come in tiers, one folder each, marked by folder: ``unit`` (fast, ``make test-fast``), ``safety`` (bad
 input, crashes, LLM errors, resource limits, properties), ``backends`` (the store suite on hnswlib, Milvus Lite, a
-``milvus-lite server`` and a real ``milvus-server``) and ``notebooks`` (the notebooks run through papermill).
+``milvus-lite server`` and a real ``milvus-server``), ``local_llm`` (the LLM path against the real local chat server)
+and ``notebooks`` (the notebooks run through papermill).
 Helpers are in ``helpers.py``.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from helpers import PAGES, LiteServer, RotatedTask, SiteHandler, build_rotated_s
 
 from dmhelpers import LocalEmbeddings
 
-TIERS = ("unit", "safety", "backends", "notebooks")
+TIERS = ("unit", "safety", "backends", "local_llm", "notebooks")
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
+import threading
 import time
 import zlib
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +195,51 @@ class LiteServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+class CountingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a real chat server: forwards each POST unchanged and records its
+    body and how many requests were in flight at once (to see a client's concurrency from outside it)."""
+
+    def __init__(self, target: str) -> None:
+        self.bodies: list[dict] = []
+        self.in_flight = self.peak = 0
+        lock, proxy = threading.Lock(), self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    proxy.bodies.append(json.loads(raw))
+                    proxy.in_flight += 1
+                    proxy.peak = max(proxy.peak, proxy.in_flight)
+                try:
+                    reply = httpx.post(target.rstrip("/") + self.path.removeprefix("/v1"), content=raw,
+                                       headers={"Content-Type": "application/json"}, timeout=300, trust_env=False)
+                finally:
+                    with lock:
+                        proxy.in_flight -= 1
+                send_reply(self, reply.status_code, reply.content, "application/json")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def server_processes() -> list[int]:
+    """PIDs of llama.cpp chat servers that are children of this process (none should outlive a test)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and b"llama_cpp.server" in cmdline:
+            found.append(int(stat.parent.name))
+    return found

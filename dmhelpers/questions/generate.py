@@ -3,22 +3,25 @@
 ``generate_questions(texts, ids, n)`` returns the tutorial's ``(questions, relevance)`` pair, where
 ``relevance[i] == [(chunk_id, 1.0)]`` names the chunk question ``i`` was written about. Two writers share the same
 seeded chunk sampling, de-duplication and output format: ``llm="offline"`` (the default) simulates questions with
-no model and no key (:mod:`.simulate`); ``llm="<chat model>"`` asks a chat model (:mod:`.llm`).
+no model and no key (:mod:`.simulate`); ``llm="local"`` (the bundled SmolLM2 on llama.cpp's server) or
+``llm="<chat model>"`` asks a chat model (:mod:`.llm`), with up to ``concurrency`` requests in flight.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import warnings
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS
+from dmhelpers.llm import DEFAULT_CONCURRENCY, Endpoint, chat_endpoint, check_concurrency, run_sync
 from dmhelpers.questions.llm import ChatWriter, QuestionCache
 from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_question, offline_question, usable
-from dmhelpers.utils.errors import InputError, check_whole
+from dmhelpers.utils.errors import InputError, QuestionGenerationError, check_whole
 
 OFFLINE = "offline"
 
@@ -26,7 +29,7 @@ OFFLINE = "offline"
 def _check_inputs(texts: Sequence[str], ids: Sequence[str], n: int, llm: str) -> tuple[list[str], list[str]]:
     """Validate the arguments, naming the problem and the fix."""
     if not isinstance(llm, str) or not llm.strip():
-        raise InputError(f"llm must be 'offline' or a chat model name such as 'gpt-4o-mini', got {llm!r}. "
+        raise InputError(f"llm must be 'offline', 'local' or a chat model name such as 'gpt-4o-mini', got {llm!r}. "
                          "Use LLM = 'offline' to simulate questions without a model.")
     if isinstance(texts, str) or isinstance(ids, str) or texts is None or ids is None:
         raise InputError(f"texts and ids must be lists (one entry per chunk), got {type(texts).__name__} and "
@@ -75,9 +78,98 @@ def _collect(order: list[int], n: int, per_chunk: int, ids: list[str],
     return questions, relevance
 
 
+async def _collect_concurrently(order: list[int], n: int, per_chunk: int, ids: list[str],
+                                write_chunk: Callable[[int], Awaitable[list[str]]], window: int,
+                                on_question: Callable[[], object]) -> tuple[list[str], list[int]]:
+    """:func:`_collect` with up to ``window`` chunks being written at once. Chunks start in sample order, only as
+    many as the questions still missing need, and their questions are taken in sample order, so the result does
+    not depend on ``window`` or on which reply arrives first. Returns the questions and each one's chunk index."""
+    questions: list[str] = []
+    chunks: list[int] = []
+    seen: set[str] = set()
+    pending: deque[tuple[int, asyncio.Task]] = deque()
+    started = promised = 0
+    try:
+        while len(questions) < n:
+            while started < len(order) and len(pending) < window and promised < n - len(questions):
+                pending.append((order[started], asyncio.create_task(write_chunk(order[started]))))
+                started, promised = started + 1, promised + per_chunk
+            if not pending:
+                break
+            i, task = pending.popleft()
+            promised -= per_chunk
+            for question in await task:
+                key = normalise_question(question)
+                if len(questions) < n and key not in seen:
+                    seen.add(key)
+                    questions.append(question)
+                    chunks.append(i)
+                    on_question()
+    finally:  # done, or a fatal error: chunks started but not needed are cancelled (what arrived is cached)
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+    return questions, chunks
+
+
+async def _ask_model(endpoint: Endpoint, texts: list[str], ids: list[str], order: list[int], n: int, per_chunk: int,
+                     store: QuestionCache | None, resume: str, settings: dict, progress: bool) -> tuple[list[str], list[int]]:
+    """The chat model's questions for :func:`generate_questions`, at most ``settings["concurrency"]`` requests in
+    flight; each question is cached as it arrives."""
+    failures: dict[int, str] = {}
+    consumed: list[int] = []
+    bar = tqdm(total=n, desc=f"Questions ({endpoint.label})", disable=not progress)
+    try:
+        async with endpoint.async_client(settings["max_retries"], settings["timeout"]) as client:
+            writer = ChatWriter(client, endpoint.model, settings["temperature"], settings["max_tokens"], resume)
+            in_flight = asyncio.Semaphore(settings["concurrency"])
+
+            async def write_chunk(i: int) -> list[str]:
+                mine: list[str] = []
+                for nth in range(per_chunk):
+                    question = store.get(ids[i], texts[i], nth) if store else None
+                    if question is None:
+                        async with in_flight:
+                            question, reason = await writer.ask(texts[i], mine)
+                        if question is None:
+                            failures.setdefault(i, reason)
+                            continue
+                        if store:
+                            store.add(ids[i], texts[i], question, nth)
+                    if normalise_question(question) not in {normalise_question(q) for q in mine}:
+                        mine.append(question)
+                if mine:
+                    failures.pop(i, None)  # reported only when a chunk got no question at all
+                consumed.append(i)
+                return mine
+
+            return await _collect_concurrently(order, n, per_chunk, ids, write_chunk, settings["concurrency"],
+                                               bar.update)
+    finally:  # also when the server fails for good: close the cache and report what was skipped
+        bar.close()
+        if store:
+            store.close()
+        skipped = [i for i in order if i in failures and i in consumed]
+        if skipped:
+            tqdm.write(f"Skipped {len(skipped)} chunk(s) the model gave no usable question for:")
+            for i in skipped:
+                tqdm.write(f"  {ids[i]}: {failures[i]}")
+
+
+def _check_sampling(temperature: float | None, max_tokens: int | None) -> None:
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        raise InputError(f"temperature must be a number from 0 to 2 or None (the server's default), got "
+                         f"{temperature!r}. Use temperature=0 for reproducible questions.")
+    if max_tokens is not None:
+        check_whole("max_tokens", max_tokens, 16, "tokens", "Use e.g. max_tokens=64, or None for no cap.")
+
+
 def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: str = "offline", seed: int = 0,
                        per_chunk: int = 1, cache: str | Path | None = None, max_retries: int = 6,
-                       timeout: float = 60.0, progress: bool = True) -> tuple[list[str], list[list[tuple[str, float]]]]:
+                       timeout: float = 60.0, progress: bool = True, concurrency: int = DEFAULT_CONCURRENCY,
+                       temperature: float | None = 0.0, max_tokens: int | None = 64,
+                       ) -> tuple[list[str], list[list[tuple[str, float]]]]:
     """Write ``n`` questions, each about one chunk, as Deep Memory training data.
 
     Chunks are sampled with ``random.Random(seed)`` among those with at least ``MIN_PROSE_WORDS`` words of prose;
@@ -87,26 +179,33 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
     Args:
         texts, ids: the chunks and their ids, e.g. ``db.texts`` and ``db.ids`` of a :class:`~dmhelpers.VectorStore`.
         n: how many questions.
-        llm: ``"offline"`` (simulated questions, no model, no key) or a chat model name for OpenAI or an
-            OpenAI-compatible server (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``).
+        llm: ``"offline"`` (simulated questions, no model, no key), ``"local"`` (the bundled SmolLM2-135M on
+            llama.cpp's server, started for the call unless a ``local_llm()`` block is open; no key), or a chat
+            model name for OpenAI or an OpenAI-compatible server (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``).
         seed: chooses the chunks (and the offline wording); the same seed gives the same questions.
         per_chunk: questions about each sampled chunk (real users ask about some chunks again and again; the
             tutorial writes one).
         cache: JSON-lines file of LLM questions, appended as they arrive and reused on a rerun (LLM path only).
         max_retries, timeout: the ``openai`` client's retries (rate limits, 5xx, timeouts) and seconds per request.
         progress: show a progress bar (LLM path only; the offline path takes well under a second).
+        concurrency: LLM requests in flight at once (1: one at a time). The questions do not depend on it.
+        temperature, max_tokens: sampling of the first attempt at each question (None: the server's default);
+            0 and a cap keep a small model's replies short and reproducible.
 
     Returns:
         ``(questions, relevance)`` with ``relevance[i] == [(id_of_the_chunk, 1.0)]``, in sample order.
     """
     texts, ids = _check_inputs(texts, ids, n, llm)
     check_whole("per_chunk", per_chunk, 1, "questions per chunk", "Use e.g. QUESTIONS_PER_CHUNK = 1.")
+    concurrency = check_concurrency(concurrency)
+    _check_sampling(temperature, max_tokens)
     askable = [i for i, text in enumerate(texts) if usable(text)]
     if n > len(askable) * per_chunk:
         most = len(askable) * per_chunk
-        too_small = (f" That is too few to train on: Deep Memory needs at least {MIN_TRAINING_QUESTIONS} training questions "
-                     f"(N_QUESTIONS of at least {2 * MIN_TRAINING_QUESTIONS} at TRAIN_FRACTION = 0.5), so build the store from "
-                     "more pages first (notebook 01: MAX_PAGES or PRESET)." if most < 2 * MIN_TRAINING_QUESTIONS else "")
+        least = MIN_TRAINING_QUESTIONS
+        too_small = (f" That is too few to train on: Deep Memory needs at least {least} training questions "
+                     f"(N_QUESTIONS of at least {2 * least} at TRAIN_FRACTION = 0.5), so build the store from more "
+                     "pages first (notebook 01: MAX_PAGES or PRESET)." if most < 2 * least else "")
         raise InputError(f"n = {n} questions asked for, but only {len(askable)} of {len(texts)} chunks have enough "
                          f"prose (at least {MIN_PROSE_WORDS} words) to ask about. Use a smaller N_QUESTIONS "
                          f"(at most {most}).{too_small}")
@@ -119,32 +218,17 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
             lambda i, nth, _: offline_question(texts[i], collection, seed if nth == 0 else f"{seed}.{nth}"),
             lambda: None)
     else:
-        writer = ChatWriter(llm, max_retries, timeout, cache)
-        store = QuestionCache(cache, llm) if cache is not None else None
-        failures: list[tuple[str, str]] = []
-
-        def write(i: int, nth: int, earlier: list[str]) -> str | None:
-            cached = store.get(ids[i], texts[i], nth) if store else None
-            if cached is not None:
-                return cached
-            question, reason = writer.ask(texts[i], earlier)
-            if question is None:
-                failures.append((ids[i], reason))
-            elif store:
-                store.add(ids[i], texts[i], question, nth)
-            return question
-
-        bar = tqdm(total=n, desc=f"Questions ({llm})", disable=not progress)
-        try:
-            questions, relevance = _collect(order, n, per_chunk, ids, write, bar.update)
-        finally:  # also when the server fails for good: close the cache and report what was skipped
-            bar.close()
-            if store:
-                store.close()
-            if failures:
-                tqdm.write(f"Skipped {len(failures)} chunk(s) the model gave no usable question for:")
-                for chunk_id, reason in failures:
-                    tqdm.write(f"  {chunk_id}: {reason}")
+        if cache is not None:
+            QuestionCache.check_path(cache)  # before any server starts
+        resume = f" Questions written so far are kept in {str(cache)!r}; rerun to resume." if cache else ""
+        settings = {"max_retries": max_retries, "timeout": timeout, "temperature": temperature,
+                    "max_tokens": max_tokens, "concurrency": concurrency}
+        with chat_endpoint(llm, f"LLM = {llm!r}", "use LLM = 'offline' to simulate questions without a model",
+                           QuestionGenerationError) as endpoint:
+            store = QuestionCache(cache, endpoint.model) if cache is not None else None
+            questions, chunks = run_sync(_ask_model(endpoint, texts, ids, order, n, per_chunk, store, resume,
+                                                    settings, progress))
+        relevance = [[(ids[i], 1.0)] for i in chunks]
 
     if len(questions) < n:
         warnings.warn(f"Only {len(questions)} of {n} questions: the {len(askable)} usable chunks ran out (duplicate "

@@ -31,7 +31,11 @@ class EmbeddingError(DeepMemoryError, RuntimeError):
     """An embedder could not be loaded or called."""
 
 
-class QuestionGenerationError(DeepMemoryError, RuntimeError):
+class ChatModelError(DeepMemoryError, RuntimeError):
+    """A chat model could not be started, reached or used: the local server, OpenAI or an OpenAI-compatible server."""
+
+
+class QuestionGenerationError(ChatModelError):
     """The question-writing model could not be reached or configured."""
 
 

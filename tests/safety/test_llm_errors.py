@@ -5,6 +5,10 @@ Rate limits (429) and timeouts are retried with backoff by the ``openai`` client
 happened and that the questions written so far are kept in the cache. Unusable replies (invalid JSON, a reply
 body that is not JSON at all, a refusal) are asked again, then reported per question while the run goes on.
 Either way a rerun resumes from the cache and asks the server only for the questions it is missing.
+
+Most tests send one request at a time (``concurrency=1``) so they can check the exact sequence of requests; the
+last ones send several at once, as the default does. These are what a real server cannot be made to do on cue;
+the same flow against the real local model is in ``tests/local_llm``.
 """
 from __future__ import annotations
 
@@ -130,7 +134,7 @@ def good(chunk: str, nth: int) -> Reply:
 
 def run(cache: Path | None, **kwargs) -> tuple[list[str], list[list[tuple[str, float]]]]:
     return generate_questions(TEXTS, IDS, kwargs.pop("n", N), llm="fake-model", cache=cache, progress=False,
-                              **{"max_retries": 2, "timeout": 5.0, **kwargs})
+                              **{"max_retries": 2, "timeout": 5.0, "concurrency": 1, **kwargs})
 
 
 def cached(cache: Path) -> list[str]:
@@ -248,3 +252,29 @@ def test_unusable_replies_are_asked_again_then_reported_per_question(chat, tmp_p
     again = chat(good)
     assert run(cache) == reference
     assert sorted(again.chunks) == sorted(bad)
+
+
+# ----------------------------------------------------------------------------------------------- several in flight
+def test_requests_are_sent_concurrently_up_to_the_limit_and_the_result_does_not_change(chat, tmp_path, reference):
+    server = chat(lambda chunk, nth: Reply(delay=0.5))
+    start = time.monotonic()
+    assert run(tmp_path / "q.jsonl", concurrency=3) == reference
+    took = time.monotonic() - start
+    # The first request settles the response format alone, then three at a time: 1 + 2 rounds of 0.5 s, not 6.
+    assert took < 0.5 * 4.5, took
+    starts = sorted(entry.at for entry in server.log)
+    assert len(starts) == N and starts[3] - starts[1] < 0.25 and starts[4] - starts[1] >= 0.4
+
+
+def test_a_lasting_rate_limit_with_requests_in_flight_keeps_every_answer_and_a_rerun_asks_only_for_the_rest(
+        chat, tmp_path, reference):
+    cache = tmp_path / "q.jsonl"
+    server = chat(lambda chunk, nth: Reply() if nth < 3 else rate_limited(retry_ms=10))
+    with pytest.raises(QuestionGenerationError, match="Rate limit reached.*rerun to resume"):
+        run(cache, concurrency=4, max_retries=1)
+    answered = {entry.chunk for entry in server.log if entry.status == 200}
+    assert len(answered) == 3 and sorted(cached(cache)) == sorted(answered)  # every answer was kept, once
+
+    again = chat(good)
+    assert run(cache, concurrency=4) == reference
+    assert sorted(again.chunks) == sorted(set(order(reference)) - answered)

@@ -10,6 +10,7 @@ import pytest
 from helpers import chat_completion, send_reply
 
 from dmhelpers import DeepMemoryError, InputError, QuestionGenerationError, generate_questions
+from dmhelpers.questions.llm import EXAMPLE_QUESTION, copied
 from dmhelpers.questions.simulate import STOPWORDS
 
 # A small documentation corpus: one chunk per topic, each with enough prose to ask about.
@@ -157,8 +158,8 @@ def test_duplicate_questions_are_dropped_and_a_shortfall_is_warned():
     ({"n": 0}, r"n must be .* at least 1, got 0.*N_QUESTIONS"),
     ({"n": USABLE + 1}, rf"only {USABLE} of 31 chunks .* smaller N_QUESTIONS \(at most {USABLE}\)"),
     ({"ids": ["same"] * 31}, r"ids must be unique, but 'same' appears 31 times"),
-    ({"llm": ""}, r"llm must be 'offline' or a chat model name"),
-    ({"llm": None}, r"llm must be 'offline' or a chat model name"),
+    ({"llm": ""}, r"llm must be 'offline', 'local' or a chat model name"),
+    ({"llm": None}, r"llm must be 'offline', 'local' or a chat model name"),
 ])
 def test_bad_input_is_a_clear_error(kwargs, message):
     args = {"texts": TEXTS, "ids": IDS, "n": 5, **kwargs}
@@ -236,9 +237,9 @@ def test_llm_questions_are_returned_and_cached(chat_server, tmp_path):
     assert all(r[0][1] == 1.0 for r in relevance)
     assert [r["response_format"]["type"] for r in requests] == ["json_schema"] * 5
     assert requests[0]["model"] == "fake-model" and requests[0]["messages"][0]["role"] == "system"
-    lines = read_cache(cache)
-    assert [line["question"] for line in lines] == questions
-    assert [line["chunk_id"] for line in lines] == [r[0][0] for r in relevance]
+    lines = read_cache(cache)  # in the order the replies arrived (up to 8 requests are in flight)
+    assert {line["chunk_id"]: line["question"] for line in lines} == {r[0][0]: q for q, r in zip(questions, relevance)}
+    assert len(lines) == 5
     assert all(line["model"] == "fake-model" and len(line["text_sha"]) == 16 for line in lines)
     assert "SECRET" not in cache.read_text()
 
@@ -309,6 +310,45 @@ def test_llm_rerun_resumes_from_the_cache_even_past_a_torn_line(chat_server, tmp
     assert json.loads(lines[6])["question"] == questions[5] == question_for(relevance[5][0][0])
     generate_questions(TEXTS, IDS, n=5, llm="other-model", cache=cache, progress=False)
     assert len(working) == 1 + 5  # another model's questions are not reused
+
+
+def test_llm_copies_and_repeats_are_asked_again_at_a_higher_temperature(chat_server):
+    """A small model's habits: the worked example's question copied, and the same question again when asked for a
+    different one. Each is asked again, sampled (seeded), and the run goes on with what the retries give."""
+    def reply(body):
+        chunk = chunk_of(body)
+        if "temperature" in body and body["temperature"] == 0:  # the first attempt
+            if chunk == "csv-reader":
+                return completion(json.dumps({"question": EXAMPLE_QUESTION}))
+            return completion(json.dumps({"question": question_for(chunk)}))  # the same one every time
+        return completion(json.dumps({"question": f"{question_for(chunk)} (try {body['seed']})"}))
+
+    requests = chat_server(reply)
+    questions, relevance = generate_questions(TEXTS, IDS, n=6, llm="fake-model", per_chunk=2, concurrency=1,
+                                              progress=False)
+    chunks = [r[0][0] for r in relevance]
+    assert len(questions) == 6 and len(set(questions)) == 6 and chunks[0] == chunks[1]
+    assert questions[:2] == [question_for(chunks[0]), f"{question_for(chunks[0])} (try 1)"]
+    assert all(r["max_tokens"] == 64 for r in requests)
+    retried = [r for r in requests if r["temperature"] != 0]
+    assert retried and all(r["temperature"] == 0.7 and r["seed"] >= 1 for r in retried)
+    if "csv-reader" in chunks:  # its first attempt copied the example: never kept
+        assert EXAMPLE_QUESTION not in questions
+
+
+@pytest.mark.parametrize(("question", "why"), [
+    ("...", "copied the placeholder"),
+    ("Your question here", "copied the placeholder"),
+    (EXAMPLE_QUESTION.upper(), "copied the worked example's question"),
+    ("The csv module reads and writes comma separated values one row per line of the file?", "copied the chunk"),
+    ("How do I stop a thread from hanging forever when the server is slow to answer?", "echoed the worked example"),
+    ("How do I read a CSV file one row at a time?", ""),
+    ("How do I stop a csv reader from quoting every value?", ""),
+    ("How do I use csv.reader?", ""),
+])
+def test_copies_are_recognised(question, why):
+    chunk = "The csv module reads and writes comma-separated values, one row per line of the file, quoting as needed."
+    assert copied(question, chunk).startswith(why) and bool(copied(question, chunk)) == bool(why)
 
 
 def test_llm_without_a_key_is_a_clear_error(monkeypatch):
