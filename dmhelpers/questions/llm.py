@@ -7,9 +7,9 @@ Real servers differ in what they accept: the first request of a run settles the 
 ``json_schema`` (OpenAI, vLLM, Ollama), then ``json_object`` with the schema (llama.cpp's server enforces it by
 grammar; it answers ``json_schema`` with HTTP 500), then plain ``json_object``. Small models need help: the prompt
 carries one worked example, replies are sampled at temperature 0 with a ``max_tokens`` cap, and a reply that is
-not JSON, copies the chunk, the placeholder or the example (or echoes its wording), or repeats an earlier question about the same chunk
-is asked again (at a higher temperature, since at 0 the
-same prompt gives the same reply), then skipped.
+not JSON, copies the chunk, the placeholder or the example (or echoes its wording), or repeats an earlier question
+about the same chunk is asked again (at a higher temperature: at 0 the same prompt gives the same reply), then
+skipped.
 """
 from __future__ import annotations
 
