@@ -25,12 +25,15 @@ class Connection:
     def __init__(self, path: str, uri: str, lite: bool, token: str, timeout: float) -> None:
         self.path, self.uri, self.lite = path, uri, lite
         self.client: MilvusClient | None = None
+        # pymilvus pings every 10 s even on an idle channel; servers with gRPC's default policy (milvus-lite server)
+        # answer with GOAWAY "too many pings", failing the call then in flight. Ping only while calls are running.
+        options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}}
         try:
             try:
-                self.client = MilvusClient(uri, token=token, timeout=timeout)
+                self.client = MilvusClient(uri, token=token, timeout=timeout, **options)
             except grpc.RpcError:  # a pooled channel the server closed (GOAWAY): gRPC reconnects on the next call
                 time.sleep(0.5)
-                self.client = MilvusClient(uri, token=token, timeout=timeout)
+                self.client = MilvusClient(uri, token=token, timeout=timeout, **options)
         except (MilvusException, grpc.RpcError) as exc:
             if lite and "open local milvus failed" in str(exc).lower():
                 raise StoreLockedError(
