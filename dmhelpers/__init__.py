@@ -3,8 +3,9 @@
     from dmhelpers import VectorStore, LocalEmbeddings, OpenAIEmbeddings
     db.deep_memory.train(...), db.search(question, deep_memory=True)
 
-By role: ``data`` (crawl, offline docs site, text, synthetic sets), ``embeddings``, ``store``, ``questions``,
-``deep_memory``, ``evaluation``, ``rag``, ``plots``; plumbing in ``utils``; ``tooling`` runs the notebooks.
+By role: ``data`` (crawl, offline docs site, text, synthetic sets), ``embeddings``, ``store`` (hnswlib or Milvus,
+chosen by the path), ``questions``, ``deep_memory``, ``evaluation``, ``rag``, ``plots``; plumbing in ``utils``;
+``tooling`` runs the notebooks.
 """
 from dmhelpers.data.crawl import Page, extract_links, get_all_links, load_pages, pages_to_documents
 from dmhelpers.data.docsite import DEFAULT_MODULES, build_python_docs, open_site, serve_folder
