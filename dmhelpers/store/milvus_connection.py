@@ -4,8 +4,11 @@ becomes a :class:`~dmhelpers.utils.errors.StoreLockedError` that says what to do
 from __future__ import annotations
 
 import collections
+import os
 import time
+import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -75,6 +78,17 @@ class Connection:
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(self.uri)
+
+
+def side_folder(path: str, collection: str) -> Path:
+    """The default local folder for a Milvus store's side files (``db.folder``): beside a Milvus Lite file (which
+    Milvus Lite owns), else under the user's cache folder, keyed by server and collection."""
+    if not path.startswith(("http://", "https://")):
+        return Path(path).expanduser().parent / (Path(path).name + ".files") / collection
+    url = urllib.parse.urlsplit(path)
+    port = url.port or (443 if url.scheme == "https" else 19530)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dmhelpers" / "milvus" / f"{url.hostname}-{port}" / collection
 
 
 def _unavailable(exc: Exception) -> bool:
