@@ -49,7 +49,7 @@ test-fast: setup
 notebooks: setup
 	$(PY) -m dmhelpers.tooling.notebooks refresh
 
-# Benchmarks (bench/*.py), each printing a table: about 17 min on 2 cores once data/bench-cache/ exists. The first
+# Benchmarks (bench/*.py), each printing a table: about 17 min on 2 cores (plus bench_milvus: BENCH_MIN min) once data/bench-cache/ exists. The first
 # run also collects and embeds ~100k real passages into it (10-30 min) and builds data/store if it is missing.
 bench: setup
 	test -f data/store/STORE || $(PY) -m dmhelpers.tooling.notebooks run
@@ -59,6 +59,7 @@ bench: setup
 	$(PY) bench/bench_deep_memory.py --profile
 	$(PY) bench/bench_quality.py
 	$(PY) bench/bench_run.py
+	$(PY) bench/bench_milvus.py
 
 clean:
 	rm -rf $(VENV) runs

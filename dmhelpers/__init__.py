@@ -3,9 +3,9 @@
     from dmhelpers import VectorStore, LocalEmbeddings, OpenAIEmbeddings
     db.deep_memory.train(...), db.search(question, deep_memory=True)
 
-By role: ``data`` (crawl, offline docs site, text, synthetic sets), ``embeddings``, ``store``, ``questions``,
-``deep_memory``, ``evaluation``, ``rag``, ``llm`` (chat models: the local server, endpoints, concurrency),
-``plots``; plumbing in ``utils``; ``tooling`` runs the notebooks.
+By role: ``data`` (crawl, offline docs site, text, synthetic sets), ``embeddings``, ``store`` (hnswlib or Milvus,
+chosen by the path), ``questions``, ``deep_memory``, ``evaluation``, ``rag``, ``llm`` (chat models: the local
+server, endpoints, concurrency), ``plots``; plumbing in ``utils``; ``tooling`` runs the notebooks.
 """
 from dmhelpers import plots
 from dmhelpers.data.crawl import Page, extract_links, get_all_links, load_pages, pages_to_documents

@@ -61,7 +61,11 @@ class HnswlibStore(VectorStore):
 
     def __init__(self, path: str | Path, embedding: Embedder | None = None, overwrite: bool = False,
                  read_only: bool = False, M: int = 16, ef_construction: int = 200, ef: int = 100,
-                 random_seed: int = 0) -> None:
+                 random_seed: int = 0, **milvus_only: Any) -> None:
+        if milvus_only:
+            raise InputError(f"{', '.join(f'{k}=' for k in milvus_only)} only apply to Milvus stores, and {str(path)!r} "
+                             "is a folder (hnswlib). Pass a path ending in .db or an http(s):// URI for Milvus, or drop "
+                             "the argument.")
         if overwrite and read_only:
             raise InputError("overwrite=True and read_only=True contradict each other; choose one.")
         self.path = Path(path)

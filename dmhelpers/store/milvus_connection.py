@@ -4,8 +4,11 @@ becomes a :class:`~dmhelpers.utils.errors.StoreLockedError` that says what to do
 from __future__ import annotations
 
 import collections
+import os
 import time
+import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,12 +28,15 @@ class Connection:
     def __init__(self, path: str, uri: str, lite: bool, token: str, timeout: float) -> None:
         self.path, self.uri, self.lite = path, uri, lite
         self.client: MilvusClient | None = None
+        # pymilvus pings every 10 s even on an idle channel; servers with gRPC's default policy (milvus-lite server)
+        # answer with GOAWAY "too many pings", failing the call then in flight. Ping only while calls are running.
+        options = {"grpc_options": {"grpc.keepalive_permit_without_calls": False}}
         try:
             try:
-                self.client = MilvusClient(uri, token=token, timeout=timeout)
+                self.client = MilvusClient(uri, token=token, timeout=timeout, **options)
             except grpc.RpcError:  # a pooled channel the server closed (GOAWAY): gRPC reconnects on the next call
                 time.sleep(0.5)
-                self.client = MilvusClient(uri, token=token, timeout=timeout)
+                self.client = MilvusClient(uri, token=token, timeout=timeout, **options)
         except (MilvusException, grpc.RpcError) as exc:
             if lite and "open local milvus failed" in str(exc).lower():
                 raise StoreLockedError(
@@ -72,6 +78,17 @@ class Connection:
                 from milvus_lite.server_manager import server_manager_instance
 
                 server_manager_instance.release_server(self.uri)
+
+
+def side_folder(path: str, collection: str) -> Path:
+    """The default local folder for a Milvus store's side files (``db.folder``): beside a Milvus Lite file (which
+    Milvus Lite owns), else under the user's cache folder, keyed by server and collection."""
+    if not path.startswith(("http://", "https://")):
+        return Path(path).expanduser().parent / (Path(path).name + ".files") / collection
+    url = urllib.parse.urlsplit(path)
+    port = url.port or (443 if url.scheme == "https" else 19530)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dmhelpers" / "milvus" / f"{url.hostname}-{port}" / collection
 
 
 def _unavailable(exc: Exception) -> bool:

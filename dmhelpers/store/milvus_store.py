@@ -23,7 +23,6 @@ import json
 import os
 import re
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
-from dmhelpers.store.milvus_connection import Connection
+from dmhelpers.store.milvus_connection import Connection, side_folder
 from dmhelpers.store.milvus_side import LEASE_S, SUFFIX, MilvusModels, SideCollection
 from dmhelpers.store.records import Hit, corpus_fingerprint, text_id
 from dmhelpers.store.vector_store import VectorStore
@@ -71,11 +70,14 @@ class MilvusStore(VectorStore):
         if not isinstance(collection, str) or not NAME.fullmatch(collection) or SUFFIX in collection:
             raise InputError(f"collection must be a name of letters, digits and underscores that starts with a letter "
                              f"(and does not contain {SUFFIX!r}), got {collection!r}. Use e.g. collection='docs'.")
+        if consistency not in ("Strong", "Bounded", "Session", "Eventually"):
+            raise InputError(f"consistency must be 'Strong', 'Bounded', 'Session' or 'Eventually', got {consistency!r}. "
+                             "Use 'Strong' (the default) unless you know the trade-off (docs/milvus.md).")
         self.path, self.collection, self.read_only, self.ef = str(path), collection, read_only, ef
         self.lite = not self.path.startswith(("http://", "https://"))
         self.uri = str(Path(self.path).expanduser().resolve()) if self.lite else self.path
         self.where = f"{self.path} (collection {collection!r})"
-        self._folder = Path(folder).expanduser() if folder is not None else self._default_folder()
+        self._folder = Path(folder).expanduser() if folder is not None else side_folder(self.path, collection)
         self.params = {"M": M, "ef_construction": ef_construction}
         self.consistency, self._deep_memory = consistency, None
         self._rows: dict[str, list[Any]] = {}  # columns loaded so far (ids, texts, metadatas, vectors)
@@ -87,6 +89,15 @@ class MilvusStore(VectorStore):
         self.connection = Connection(self.path, self.uri, self.lite,
                                      token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout)
         self.side = SideCollection(self.client, collection + SUFFIX, self._call)
+        try:
+            self._open(embedding, overwrite)
+        except BaseException:
+            self.close()  # a refused open holds nothing (for Milvus Lite: not the file)
+            raise
+
+    def _open(self, embedding: Embedder | None, overwrite: bool) -> None:
+        """Read the store's record and check it against the arguments (no write)."""
+        read_only, collection = self.read_only, self.collection
         try:
             record = self.side.read_json("store")
         except ValueError as exc:
@@ -143,14 +154,6 @@ class MilvusStore(VectorStore):
     @property
     def _physical(self) -> str:
         return self._record["physical"]
-
-    def _default_folder(self) -> Path:
-        if self.lite:
-            return Path(self.path).expanduser().parent / (Path(self.path).name + ".files") / self.collection
-        url = urllib.parse.urlsplit(self.path)
-        port = url.port or (443 if url.scheme == "https" else 19530)
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        return cache / "dmhelpers" / "milvus" / f"{url.hostname}-{port}" / self.collection
 
     @property
     def folder(self) -> Path:
@@ -313,6 +316,7 @@ class MilvusStore(VectorStore):
                                  f"unchanged: it still holds its {len(self)} chunks (rows of this write that reached "
                                  "Milvus are never searched and are removed by the next write). Fix the cause, then "
                                  "add the texts again.") from exc
+            self._flush(physical)
             if fresh:
                 self._point_alias(physical, record)
         finally:
@@ -352,6 +356,15 @@ class MilvusStore(VectorStore):
                 if owner and time.monotonic() - renewed > LEASE_S / 3:
                     self.side.renew(owner)
                     renewed = time.monotonic()
+
+    def _flush(self, physical: str) -> None:
+        """Seal the new rows, so they get the HNSW index: rows left growing are searched by brute force (in Milvus
+        Lite about 50x slower, in the writing process). Best effort: the rows are committed either way, and a server
+        may rate-limit flushes."""
+        try:
+            self.client.flush(physical)
+        except MilvusException:
+            pass
 
     def _undo(self, physical: str, fresh: bool, start: int) -> None:
         """Best effort after a failed write; what it cannot remove is invisible and the next write removes it."""

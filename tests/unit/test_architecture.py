@@ -69,3 +69,12 @@ def test_deep_memory_needs_no_store_class():
 def test_the_checks_see_the_package():
     assert {"dmhelpers.store.vector_store", "dmhelpers.deep_memory.jobs", "dmhelpers.deep_memory.adapter"} <= set(GRAPH)
     assert "dmhelpers.deep_memory.jobs" in GRAPH["dmhelpers.store.vector_store"]
+
+
+def test_the_store_front_imports_no_backend():
+    """``VectorStore`` finds its backends as subclasses; it never imports them (no cycle, and a backend is added
+    without touching the front)."""
+    backends = {"dmhelpers.store.hnsw_store", "dmhelpers.store.milvus_store"}
+    assert not reachable("dmhelpers.store.vector_store") & backends
+    assert all("dmhelpers.store.vector_store" in GRAPH[b] for b in backends)
+    assert "dmhelpers.store.hnsw_store" not in reachable("dmhelpers.store.milvus_store")

@@ -187,3 +187,12 @@ def test_the_backend_is_chosen_by_the_path(store, tmp_path):
     (tmp_path / "kept.db" / "STORE").write_text("{}")
     assert backend_of(tmp_path / "kept.db") == "hnswlib"  # ... but an hnswlib store folder named *.db stays one
     assert type(store) is HnswlibStore and isinstance(store, VectorStore)
+
+
+def test_the_side_folder_of_a_milvus_store(tmp_path, monkeypatch):
+    from dmhelpers.store.milvus_connection import side_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert side_folder("http://milvus.internal:19530", "docs") == tmp_path / "cache/dmhelpers/milvus/milvus.internal-19530/docs"
+    assert side_folder("https://in01.cloud.example", "docs") == tmp_path / "cache/dmhelpers/milvus/in01.cloud.example-443/docs"
+    assert side_folder(str(tmp_path / "x.db"), "chunks") == tmp_path / "x.db.files" / "chunks"
