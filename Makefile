@@ -36,16 +36,19 @@ workshop: setup
 lab: setup
 	$(VENV)/bin/jupyter lab --allow-root notebooks/
 
-# Every test tier, then nbval: the committed notebooks re-run on their defaults must print exactly what they show.
+# Every test tier, then nbval: the committed notebooks re-run on their defaults, beside an empty data/ folder as in
+# a fresh clone (runs/nbval/), must print exactly what they show.
 test: setup
 	$(PY) -m pytest tests
-	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg --nbval-current-env notebooks/
+	$(PY) -m dmhelpers.tooling.notebooks fresh-copy runs/nbval
+	TQDM_DISABLE=1 $(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg --nbval-current-env runs/nbval/notebooks/
 
 # The unit tier only (under a minute): tests/unit.
 test-fast: setup
 	$(PY) -m pytest tests/unit
 
-# Re-execute the committed notebooks on their defaults and strip run-specific metadata (before committing).
+# Re-execute the committed notebooks on their defaults as a fresh clone would (in runs/refresh/, leaving data/ alone)
+# and strip run-specific metadata (before committing).
 notebooks: setup
 	$(PY) -m dmhelpers.tooling.notebooks refresh
 

@@ -1,7 +1,12 @@
 """Run the numbered notebooks with papermill (``make run``) and commit them in the form JupyterLab saves.
 
     python -m dmhelpers.tooling.notebooks run [--preset workshop] [--out runs/NAME]   # 01 -> 05 into a run folder
-    python -m dmhelpers.tooling.notebooks refresh     # re-execute the committed notebooks in place, as JupyterLab saves
+    python -m dmhelpers.tooling.notebooks refresh     # re-execute the committed notebooks as a fresh clone would
+    python -m dmhelpers.tooling.notebooks fresh-copy runs/nbval   # the notebooks beside an empty data/ (for nbval)
+
+A fresh clone has an empty ``data/``; what the committed notebooks show must be what runs there print (01 says
+whether a Deep Memory model from 02 still fits, which depends on what ``data/store`` already holds). So refresh
+and nbval run copies of the notebooks next to an empty ``data/`` folder, and never touch the user's ``data/``.
 
 Kernels run with ``TQDM_DISABLE=1``: progress bars are for people watching JupyterLab, not for saved outputs.
 """
@@ -12,6 +17,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,17 @@ PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 def numbered_notebooks(folder: str | Path = "notebooks") -> list[Path]:
     """The tutorial's notebooks (``NN_name.ipynb``) in reading order."""
     return sorted(p for p in Path(folder).iterdir() if PATTERN.match(p.name))
+
+
+def fresh_copy(dest: str | Path, folder: str | Path = "notebooks") -> list[Path]:
+    """Copy the numbered notebooks into ``dest/notebooks`` beside an empty ``dest/data`` (what a fresh clone has);
+    return the copies in reading order. ``dest`` is replaced."""
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "notebooks").mkdir(parents=True)
+    (dest / "data").mkdir()
+    return [Path(shutil.copy2(nb, dest / "notebooks" / nb.name)) for nb in numbered_notebooks(folder)]
 
 
 def notebook_parameters(path: str | Path) -> set[str]:
@@ -151,15 +168,20 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="run all notebooks into a run folder")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/YYYYmmdd-HHMMSS)")
     run.add_argument("--preset", choices=sorted(PRESETS), default="default", help="the default run, or the workshop's")
-    sub.add_parser("refresh", help="re-execute the committed notebooks in place and clean them")
+    sub.add_parser("refresh", help="re-execute the committed notebooks as a fresh clone would, and clean them")
+    copy = sub.add_parser("fresh-copy", help="copy the notebooks beside an empty data/ folder")
+    copy.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
         run_all(args.out or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"), preset=args.preset)
+    elif args.command == "fresh-copy":
+        fresh_copy(args.dest)
     else:
-        for nb in numbered_notebooks():
-            print(f"refreshing {nb.name} ...", flush=True)
-            execute(nb, nb)
-            clean(nb)
+        for copy_ in fresh_copy(Path("runs") / "refresh"):
+            print(f"refreshing {copy_.name} ...", flush=True)
+            execute(copy_, copy_)
+            clean(copy_)
+            shutil.copyfile(copy_, Path("notebooks") / copy_.name)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,15 @@ def test_notebook_form(path):
     text = json.dumps([c.get("outputs", []) for c in cells])
     assert not re.search(r"/(root|home|Users|tmp)/", text), "machine paths in outputs"
     assert not re.search(r"sk-[A-Za-z0-9]{16,}", text), "something like an API key in outputs"
+
+
+def test_fresh_copy_puts_the_notebooks_beside_an_empty_data_folder(tmp_path):
+    """nbval and `make notebooks` run these copies: a store or model in the user's data/ cannot leak into them."""
+    from dmhelpers.tooling.notebooks import fresh_copy
+
+    stale = tmp_path / "nbval" / "data" / "store"
+    stale.mkdir(parents=True)
+    copies = fresh_copy(tmp_path / "nbval", NOTEBOOKS)
+    assert [c.name for c in copies] == [p.name for p in BOOKS]
+    assert all(c.read_bytes() == p.read_bytes() for c, p in zip(copies, BOOKS))
+    assert list((tmp_path / "nbval" / "data").iterdir()) == []
