@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from dmhelpers.utils.errors import EmbeddingError, InputError, redact, require_api_key
+from dmhelpers.utils.progress import progress_bar, progress_disabled
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -116,7 +117,7 @@ class LocalEmbeddings:
             return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
-            show_progress_bar=self.show_progress and len(texts) >= self.progress_from,
+            show_progress_bar=self.show_progress and len(texts) >= self.progress_from and not progress_disabled(),
         )
         return _normalise(vectors)
 
@@ -163,14 +164,13 @@ class OpenAIEmbeddings:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in batches of ``batch_size``; empty strings are sent as a single space."""
-        from tqdm.auto import tqdm
 
         texts = _check_texts(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         out: list[list[float]] = []
         starts = range(0, len(texts), self.batch_size)
-        for start in tqdm(starts, desc="Embedding", disable=len(starts) < 4):
+        for start in progress_bar(starts, desc="Embedding", disable=len(starts) < 4):
             batch = [t if t.strip() else " " for t in texts[start:start + self.batch_size]]
             try:
                 response = self.client.embeddings.create(model=self.name, input=batch)

@@ -231,8 +231,10 @@ class CountingProxy:
         self.server.server_close()
 
 
-def server_processes() -> list[int]:
-    """PIDs of llama.cpp chat servers that are children of this process (none should outlive a test)."""
+def server_processes(parent: int | None = -1) -> list[int]:
+    """PIDs of llama.cpp chat servers that are children of ``parent`` (default: this process; ``None``: any process).
+    None should outlive a test."""
+    parent = os.getpid() if parent == -1 else parent
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -240,6 +242,6 @@ def server_processes() -> list[int]:
             cmdline = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == os.getpid() and b"llama_cpp.server" in cmdline:
+        if (parent is None or int(fields[1]) == parent) and b"llama_cpp.server" in cmdline:
             found.append(int(stat.parent.name))
     return found

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from dmhelpers.data.docsite import stable_source
 from dmhelpers.data.text import Document, html_to_text, page_title
 from dmhelpers.utils.errors import CrawlError, InputError, check_number, check_whole
+from dmhelpers.utils.progress import progress_bar
 
 USER_AGENT = "dmhelpers-crawler (Deep Memory Notebooks)"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -119,7 +120,7 @@ async def aload_pages(urls: Sequence[str], concurrency: int = 8, timeout: float 
                                  headers={"User-Agent": USER_AGENT},
                                  event_hooks={"request": [stay_on_site]}) as client:
         tasks = [asyncio.ensure_future(_fetch(client, u, gate, max_bytes)) for u in urls]
-        bar = tqdm(total=len(tasks), desc="Loading pages", disable=not progress)
+        bar = progress_bar(total=len(tasks), desc="Loading pages", disable=not progress)
         for task in asyncio.as_completed(tasks):
             try:
                 await task

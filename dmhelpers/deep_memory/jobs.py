@@ -32,6 +32,7 @@ from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimat
 from dmhelpers.evaluation.evaluate import evaluate
 from dmhelpers.evaluation.metrics import TOP_K
 from dmhelpers.utils.errors import DeepMemoryError, InputError, StoreError, check_number, check_whole
+from dmhelpers.utils.progress import progress_bar
 
 ACTIVE = "ACTIVE"
 
@@ -261,7 +262,7 @@ class DeepMemory:
             self._threads[job_id] = thread
             thread.start()
         else:
-            with tqdm(total=100, desc=f"Training {job_id}", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+            with progress_bar(total=100, desc=f"Training {job_id}", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
                 self._run(job, queries, positives, grades, cfg, bar)
             if job["status"] == "failed":
                 raise DeepMemoryError(f"Training job {job_id} failed: {job['message']}")

@@ -22,6 +22,7 @@ from dmhelpers.llm import DEFAULT_CONCURRENCY, Endpoint, chat_endpoint, check_co
 from dmhelpers.questions.llm import ChatWriter, QuestionCache
 from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_question, offline_question, usable
 from dmhelpers.utils.errors import InputError, QuestionGenerationError, check_whole
+from dmhelpers.utils.progress import progress_bar
 
 OFFLINE = "offline"
 
@@ -118,7 +119,7 @@ async def _ask_model(endpoint: Endpoint, texts: list[str], ids: list[str], order
     flight; each question is cached as it arrives."""
     failures: dict[int, str] = {}
     consumed: list[int] = []
-    bar = tqdm(total=n, desc=f"Questions ({endpoint.label})", disable=not progress)
+    bar = progress_bar(total=n, desc=f"Questions ({endpoint.label})", disable=not progress)
     try:
         async with endpoint.async_client(settings["max_retries"], settings["timeout"]) as client:
             writer = ChatWriter(client, endpoint.model, settings["temperature"], settings["max_tokens"], resume)

@@ -37,6 +37,8 @@ def test_notebook_form(path):
             assert cell["execution_count"] is not None, "committed notebooks carry the outputs of a real offline run"
             for out in cell["outputs"]:
                 assert out.get("name") != "stderr" and out["output_type"] != "error"
+                assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {}), \
+                    "a progress bar in a saved notebook shows frozen at 0% (widget state is not saved)"
     assert any(MIMETYPE in o.get("data", {}) for c in cells for o in c.get("outputs", [])), "no recorded results"
     text = json.dumps([c.get("outputs", []) for c in cells])
     assert not re.search(r"/(root|home|Users|tmp)/", text), "machine paths in outputs"

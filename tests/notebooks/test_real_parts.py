@@ -1,0 +1,79 @@
+"""01 -> 05 on the real parts a user swaps in, together: a Milvus Lite store (``STORE_PATH = "....db"``) and the
+bundled chat model on llama.cpp's server (``LLM = "local"``), at a small size. The notebooks run unchanged; no
+chat server outlives the run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import NOTEBOOKS, server_processes
+
+from dmhelpers import VectorStore, load_questions
+from dmhelpers.llm import MODEL_NAME
+from dmhelpers.tooling.notebooks import execute, stderr_outputs
+
+N_QUESTIONS = 30
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """Run 01 -> 05; return each notebook's records, the store path and the chat servers seen before and after."""
+    folder = tmp_path_factory.mktemp("milvus-local")
+    store = str(folder / "store.db")
+    before = set(server_processes(None))
+    plan = [
+        ("01_dataset_creation", {"PRESET": "workshop", "MAX_PAGES": 4, "STORE_PATH": store,
+                                 "DOCS_CACHE": str(folder / "docs")}),
+        ("02_query_synthesis_and_training", {"STORE_PATH": store, "LLM": "local", "N_QUESTIONS": N_QUESTIONS,
+                                             "QUESTIONS_PER_CHUNK": 1, "EPOCHS": 3}),
+        ("03_evaluation", {"STORE_PATH": store, "LLM": "local", "TOP_K": [1, 3, 5, 10], "RAGAS_K": 5}),
+        ("04_inference", {"STORE_PATH": store, "LLM": "local", "K": 3}),
+        ("05_cost", {"STORE_PATH": store, "BASELINE_K": 5, "MAX_K": 6}),
+    ]
+    records = {}
+    for name, parameters in plan:
+        out = folder / f"{name[:2]}.ipynb"
+        records[name[:2]] = execute(NOTEBOOKS / f"{name}.ipynb", out, parameters)
+        assert stderr_outputs(out) == [], f"{name} printed to stderr"
+    return {"records": records, "store": store, "before": before, "after": set(server_processes(None))}
+
+
+def test_01_builds_a_milvus_lite_store(run):
+    db = VectorStore(run["store"], read_only=True)
+    try:
+        assert db.backend == "milvus" and Path(run["store"]).exists()
+        assert run["records"]["01"]["pages"] == 4 and run["records"]["01"]["chunks"] == len(db) > 20
+    finally:
+        db.close()
+
+
+def test_02_writes_its_questions_with_the_local_model_and_trains_on_milvus(run):
+    rec = run["records"]["02"]
+    assert rec["n_questions"] == N_QUESTIONS and rec["status"] == "completed"
+    db = VectorStore(run["store"], read_only=True)
+    try:
+        cache = db.folder / "questions" / "llm-cache-local.jsonl"
+        assert MODEL_NAME in cache.read_text() and len(cache.read_text().splitlines()) >= N_QUESTIONS
+        train_q, train_rel = load_questions(db.folder / "questions" / "train.jsonl")
+        test_q, _ = load_questions(db.folder / "questions" / "test.jsonl")
+        assert len(train_q) + len(test_q) == N_QUESTIONS and not set(train_q) & set(test_q)
+        assert {cid for rel in train_rel for cid, _ in rel} <= set(db.ids)
+        assert db.deep_memory.get_model() is not None  # the model lives in Milvus, beside the chunks
+    finally:
+        db.close()
+
+
+def test_03_keeps_ragas_non_llm_metrics_for_the_local_model_and_new_chunks_never_lose(run):
+    rec = run["records"]["03"]
+    assert set(rec["ragas"]["scores"]) == {"non_llm_context_recall", "id_based_context_recall"}
+    new = rec["by_chunk"]["new chunks"]
+    assert all(new["with model"][m] >= new["without model"][m] - 1e-9 for m in new["without model"])
+
+
+def test_04_answers_with_the_local_model_and_05_finds_a_k(run):
+    assert run["records"]["04"]["answer_kind"] == "generated" and run["records"]["04"]["k"] == 3
+    assert run["records"]["05"]["k_deep"] is not None
+
+
+def test_no_chat_server_outlives_the_notebooks(run):
+    assert run["after"] <= run["before"]
