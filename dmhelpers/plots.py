@@ -50,7 +50,7 @@ def training_curve(job: dict[str, Any], save_to: str | Path | None = None) -> No
     """
     history = job["history"]
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
     for kind, colour in (("seen", "tab:orange"), ("new", "tab:green")):
         key = f"val_{kind}_recall@10"
         if key in history[0]:
@@ -74,7 +74,7 @@ def training_curve(job: dict[str, Any], save_to: str | Path | None = None) -> No
     ax.set(title=f"Recall@10 on held-out training questions{kept}", xlabel="epoch", ylabel="recall@10",
            ylim=(0, 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7, loc="center right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: never over a curve
     _finish(fig, save_to, "02_training_curve")
 
 
