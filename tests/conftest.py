@@ -38,6 +38,15 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 @pytest.fixture(scope="session")
+def python_docs(tmp_path_factory) -> Path:
+    """The offline Python docs site, rendered once per session for the notebook runs (``DOCS_CACHE``); rendering
+    itself is tested in ``tests/unit/test_docsite.py``."""
+    from dmhelpers import build_python_docs
+
+    return build_python_docs(tmp_path_factory.mktemp("python-docs"))
+
+
+@pytest.fixture(scope="session")
 def embedder() -> LocalEmbeddings:
     """The real default embedder, loaded once per test session."""
     return LocalEmbeddings(show_progress=False)

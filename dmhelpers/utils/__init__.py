@@ -1,1 +1,1 @@
-"""Plumbing: errors and argument checks, crash-safe writes, the seed helper, notebook records."""
+"""Plumbing: errors and argument checks, crash-safe writes, the seed helper, progress bars, notebook records."""

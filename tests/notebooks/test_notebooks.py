@@ -32,9 +32,9 @@ def executed(run: Path, name: str, parameters: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def notebook_01(run):
+def notebook_01(run, python_docs):
     return executed(run, "01_dataset_creation.ipynb", {
-        "PRESET": "workshop", "STORE_PATH": str(run / "store"), "DOCS_CACHE": str(run / "docs"),
+        "PRESET": "workshop", "STORE_PATH": str(run / "store"), "DOCS_CACHE": str(python_docs),
         "FIGURE_DIR": str(run / "figures")})
 
 
