@@ -52,8 +52,9 @@ test-fast: setup
 notebooks: setup
 	$(PY) -m dmhelpers.tooling.notebooks refresh
 
-# Benchmarks (bench/*.py), each printing a table: about 17 min on 2 cores (plus bench_milvus: BENCH_MIN min) once data/bench-cache/ exists. The first
-# run also collects and embeds ~100k real passages into it (10-30 min) and builds data/store if it is missing.
+# Benchmarks (bench/*.py), each printing a table: about 27 min on 2 cores once data/bench-cache/ exists (bench_milvus
+# about 11 of them). The first run also collects and embeds ~100k real passages into it (10-30 min) and builds
+# data/store if it is missing.
 bench: setup
 	test -f data/store/STORE || $(PY) -m dmhelpers.tooling.notebooks run
 	$(PY) bench/bench_embeddings.py
