@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PAGES, LiteServer, RotatedTask, SiteHandler, build_rotated_store
+from helpers import PAGES, TEXTS, LiteServer, RotatedTask, SiteHandler, build_rotated_store
 
-from dmhelpers import LocalEmbeddings
+from dmhelpers import LocalEmbeddings, VectorStore
 
 TIERS = ("unit", "safety", "backends", "local_llm", "notebooks")
 
@@ -50,6 +50,14 @@ def python_docs(tmp_path_factory) -> Path:
 def embedder() -> LocalEmbeddings:
     """The real default embedder, loaded once per test session."""
     return LocalEmbeddings(show_progress=False)
+
+
+@pytest.fixture()
+def store(tmp_path, embedder) -> VectorStore:
+    """A hnswlib store of the six :data:`helpers.TEXTS`, with metadata ``{"n": i}``."""
+    db = VectorStore(tmp_path / "store", embedding=embedder)
+    db.add_texts(TEXTS, metadatas=[{"n": i} for i in range(len(TEXTS))])
+    return db
 
 
 @pytest.fixture()

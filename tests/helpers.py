@@ -16,6 +16,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 
+# Six short chunks about six modules, one per line of the standard library: the small store of many tests.
+TEXTS = [
+    "ZipFile.read(name) returns the bytes of a member of a zip archive.",
+    "csv.reader iterates over the rows of a comma-separated file.",
+    "json.loads parses a JSON document from a string.",
+    "datetime.timedelta represents the difference between two dates or times.",
+    "re.sub replaces every match of a regular expression in a string.",
+    "pathlib.Path.glob yields the files matching a pattern in a folder.",
+]
+
 
 class HashEmbeddings:
     """A deterministic bag-of-words embedder (hashing trick): a second, different embedder for mismatch tests."""

@@ -8,18 +8,10 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, HashEmbeddings, RotatedTask
+from helpers import REPO, TEXTS, HashEmbeddings, RotatedTask
 
 from dmhelpers import DeepMemoryError, Document, InputError, StoreError, VectorStore
 
-TEXTS = [
-    "ZipFile.read(name) returns the bytes of a member of a zip archive.",
-    "csv.reader iterates over the rows of a comma-separated file.",
-    "json.loads parses a JSON document from a string.",
-    "datetime.timedelta represents the difference between two dates or times.",
-    "re.sub replaces every match of a regular expression in a string.",
-    "pathlib.Path.glob yields the files matching a pattern in a folder.",
-]
 TRAIN = list(range(0, 300, 2))
 TEST = list(range(1, 300, 2))
 

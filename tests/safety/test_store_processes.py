@@ -4,26 +4,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from helpers import folder_digest
 
-from dmhelpers import StoreLockedError, VectorStore
-
-TEXTS = [
-    "ZipFile.read(name) returns the bytes of a member of a zip archive.",
-    "csv.reader iterates over the rows of a comma-separated file.",
-    "json.loads parses a JSON document from a string.",
-    "datetime.timedelta represents the difference between two dates or times.",
-    "re.sub replaces every match of a regular expression in a string.",
-    "pathlib.Path.glob yields the files matching a pattern in a folder.",
-]
-
-
-@pytest.fixture()
-def store(tmp_path, embedder) -> VectorStore:
-    db = VectorStore(tmp_path / "store", embedding=embedder)
-    db.add_texts(TEXTS, metadatas=[{"n": i} for i in range(len(TEXTS))])
-    return db
+from dmhelpers import StoreLockedError
 
 
 def test_reopen_in_another_process_restores_everything(store):

@@ -4,28 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from helpers import HashEmbeddings, folder_digest
+from helpers import TEXTS, HashEmbeddings, folder_digest
 
 from dmhelpers import Document, InputError, StoreError, VectorStore
 from dmhelpers.store import HnswlibStore, MilvusStore
 from dmhelpers.store.vector_store import backend_of
 from dmhelpers.evaluation.metrics import exact_top_k
-
-TEXTS = [
-    "ZipFile.read(name) returns the bytes of a member of a zip archive.",
-    "csv.reader iterates over the rows of a comma-separated file.",
-    "json.loads parses a JSON document from a string.",
-    "datetime.timedelta represents the difference between two dates or times.",
-    "re.sub replaces every match of a regular expression in a string.",
-    "pathlib.Path.glob yields the files matching a pattern in a folder.",
-]
-
-
-@pytest.fixture()
-def store(tmp_path, embedder) -> VectorStore:
-    db = VectorStore(tmp_path / "store", embedding=embedder)
-    db.add_texts(TEXTS, metadatas=[{"n": i} for i in range(len(TEXTS))])
-    return db
 
 
 def test_add_search_and_batch_search(store):
@@ -41,7 +25,6 @@ def test_generated_ids_are_stable_content_hashes(tmp_path, embedder, store):
     other = VectorStore(tmp_path / "other", embedding=embedder)
     assert other.add_texts(TEXTS) == store.ids
     assert other.add_texts([TEXTS[0]]) == [store.ids[0] + "-2"]  # the same text again gets a distinct id
-
 
 
 def test_appending_keeps_old_rows_and_index(store, embedder):
@@ -149,7 +132,6 @@ def test_overwrite_replaces_only_on_the_first_write(store, embedder):
     assert len(VectorStore(store.path, read_only=True)) == 6  # a failed rebuild would still have the old store
     fresh.add_texts(["only this one"])
     assert VectorStore(store.path, read_only=True).texts == ["only this one"]
-
 
 
 def test_writer_with_a_stale_view_is_refused(store, embedder):
