@@ -164,7 +164,6 @@ class OpenAIEmbeddings:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` in batches of ``batch_size``; empty strings are sent as a single space."""
-
         texts = _check_texts(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -262,7 +262,8 @@ class DeepMemory:
             self._threads[job_id] = thread
             thread.start()
         else:
-            with progress_bar(total=100, desc=f"Training {job_id}", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+            with progress_bar(total=100, desc=f"Training {job_id}",
+                              bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
                 self._run(job, queries, positives, grades, cfg, bar)
             if job["status"] == "failed":
                 raise DeepMemoryError(f"Training job {job_id} failed: {job['message']}")
