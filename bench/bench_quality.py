@@ -18,7 +18,10 @@ memory is below plain search. The summary counts the runs in which new-chunk que
 Reference: on the same split, a residual linear layer with no gate, trained with a softmax over every chunk for up
 to 100 epochs, at the epoch where *its test* seen-chunk recall@10 is best (an upper reference, chosen with the test
 set, not a model one could ship). It shows what the gate gives up on seen-chunk questions to keep new-chunk
-questions safe.
+questions safe. Next to it, bounds: for each of a few signals a gate could open on (similarity to the nearest
+training question, the plain-search rank of its chunk, ...), the seen-chunk recall@10 such a gate could reach at
+most with no new-chunk test question let through, even if its threshold were set on the test set and every
+question it admits were found.
 """
 from __future__ import annotations
 
@@ -79,6 +82,40 @@ def ungated_reference(db: VectorStore, train_q: list[str], train_rel, test_q: li
     return best
 
 
+def gate_signals(sim: np.ndarray, scores: np.ndarray, train_chunk: np.ndarray) -> dict[str, np.ndarray]:
+    """Per test question, signals a gate could open on (higher: more likely about a chunk seen in training), from
+    its similarity to each training question, its plain-search scores and the training questions' chunk rows."""
+    chunk = train_chunk[sim.argmax(axis=1)]
+    rank = (scores > scores[np.arange(len(chunk)), chunk][:, None]).sum(axis=1)
+    trained = np.isin(np.argsort(-scores, axis=1), np.unique(train_chunk))
+    other = np.where(train_chunk[None, :] != chunk[:, None], sim, -1.0).max(axis=1)
+    top = sim.max(axis=1)
+    return {"similarity to the nearest training question": top,
+            "plain rank of that question's chunk": -rank.astype(float),
+            "similarity and that rank together": top - 0.01 * np.log1p(rank),
+            "margin over questions about other chunks": top - other,
+            "plain rank of the best trained chunk": -trained.argmax(axis=1).astype(float)}
+
+
+def oracle_gate_bounds(db: VectorStore, train_q: list[str], train_rel, test_q: list[str], test_rel,
+                       seen: np.ndarray) -> dict[str, tuple[float, float]]:
+    """For each gate signal, the most seen-chunk recall@10 a gate on it could give without letting in a single
+    new-chunk test question: its threshold set on the test set itself, just above the highest new-chunk question,
+    and every admitted seen-chunk question counted as found (a bound, not a model). Also the share admitted."""
+    row = {cid: n for n, cid in enumerate(db.ids)}
+    q_test = db.embedding.embed(test_q)
+    scores = q_test @ np.array(db.embeddings).T
+    wanted = np.array([row[r[0][0]] for r in test_rel])
+    found = (scores > scores[np.arange(len(wanted)), wanted][:, None]).sum(axis=1) < 10
+    sim = q_test @ db.embedding.embed(train_q).T
+    signals = gate_signals(sim, scores, np.array([row[r[0][0]] for r in train_rel]))
+    bounds = {}
+    for name, signal in signals.items():
+        admitted = signal > (signal[~seen].max() if (~seen).any() else -np.inf)
+        bounds[name] = (float((found | admitted)[seen].mean()), float(admitted[seen].mean()))
+    return bounds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
@@ -100,7 +137,7 @@ def main() -> None:
         print(f"{'seed':>4} {'model (behind gate / outside)':<34} {'kind':<5} {'n':>4}  "
               + "  ".join(f"{'R@' + str(k):>9}" for k in TOP_K))
         pooled: dict[str, list] = {}
-        lost_runs, reference = 0, []
+        lost_runs, reference, bounds = 0, [], []
         with tempfile.TemporaryDirectory() as tmp:
             snapshot = f"v{source.version:06d}"
             for seed in args.seeds:
@@ -134,6 +171,7 @@ def main() -> None:
                     best, epoch = ungated_reference(db, tq, tr, sq, sr, seen, seed)
                     reference.append((seen_rows["n"], seen_rows["without model"]["recall@10"],
                                       seen_rows["with model"]["recall@10"], best, epoch))
+                    bounds.append((seen_rows["n"], oracle_gate_bounds(db, tq, tr, sq, sr, seen)))
         print(f"pooled over {len(args.seeds)} seeds (weighted by questions); '!' marks a k where deep memory is below "
               "plain search")
         for kind, rows in pooled.items():
@@ -151,6 +189,12 @@ def main() -> None:
                      f"{np.average(r[:, 2], weights=w):.1%}, ungated layer at its best test epoch "
                      f"{np.average(r[:, 3], weights=w):.1%} (epochs {int(r[:, 4].min())}-{int(r[:, 4].max())})")
         summary.append(line)
+        if bounds:
+            w = np.array([n for n, _ in bounds], dtype=float)
+            for signal in bounds[0][1]:
+                bound, admitted = (np.average([b[signal][j] for _, b in bounds], weights=w) for j in (0, 1))
+                summary.append(f"    a gate on the {signal}, admitting no new-chunk question: seen-chunk R@10 at "
+                               f"most {bound:.1%} ({admitted:.0%} of seen-chunk questions admitted)")
     print("\nsummary")
     for line in summary:
         print("  " + line)
