@@ -33,12 +33,11 @@ from filelock import FileLock, Timeout
 from dmhelpers.deep_memory.repository import FolderModels
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
 from dmhelpers.store.records import Hit, corpus_fingerprint
-from dmhelpers.store.vector_store import VectorStore
+from dmhelpers.store.vector_store import POINTER, VectorStore
 from dmhelpers.utils.errors import InputError, StoreError, StoreLockedError, check_whole
 from dmhelpers.utils.files import atomic_write_json, fsync_dir
 
 FORMAT = 1
-POINTER = "STORE"
 REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(path, overwrite=True)."
 
 
@@ -79,7 +78,6 @@ class HnswlibStore(VectorStore):
         self._vectors: np.ndarray | None = None
         self._index: hnswlib.Index | None = None
         self._id_set: set[str] = set()
-        self._deep_memory = None
 
         on_disk = self._read_pointer()
         if read_only and on_disk is None:

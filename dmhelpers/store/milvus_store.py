@@ -79,7 +79,7 @@ class MilvusStore(VectorStore):
         self.where = f"{self.path} (collection {collection!r})"
         self._folder = Path(folder).expanduser() if folder is not None else side_folder(self.path, collection)
         self.params = {"M": M, "ef_construction": ef_construction}
-        self.consistency, self._deep_memory = consistency, None
+        self.consistency = consistency
         self._rows: dict[str, list[Any]] = {}  # columns loaded so far (ids, texts, metadatas, vectors)
         if read_only and self.lite and not Path(self.uri).exists():
             raise StoreError(f"No store at {self.path}: read_only=True needs an existing store. Build one first "
@@ -211,12 +211,15 @@ class MilvusStore(VectorStore):
             self._rows["array"].flags.writeable = False
         return self._rows["array"]
 
-    def _search(self, vectors: np.ndarray, k: int, fields: list[str], batch: int) -> list[list[dict[str, Any]]]:
+    def _search(self, vectors: np.ndarray, k: int, fields: list[str], max_batch: int,
+                budget: int) -> list[list[dict[str, Any]]]:
+        """Search in batches of at most ``max_batch`` questions and ``budget`` results per call."""
         if len(self) == 0:
             raise StoreError(f"The store {self.where} is empty. Add texts first (notebook 01).")
         k = min(check_whole("k", k, 1, "chunks", "Use e.g. k=10."), len(self))
         if k > TOP_K_LIMIT:
             raise InputError(f"k={k} is above Milvus's limit of {TOP_K_LIMIT} results per question. Use a smaller k.")
+        batch = max(1, min(max_batch, budget // k))
         vectors = np.asarray(vectors, dtype=np.float32)
         out: list[list[dict[str, Any]]] = []
         for start in range(0, len(vectors), batch):
@@ -228,7 +231,7 @@ class MilvusStore(VectorStore):
 
     def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row positions and cosine similarities of the ``k`` nearest chunks (-1 pads a short result)."""
-        found = self._search(vectors, k, ["seq"], max(1, min(1024, 2**16 // max(int(k), 1))))
+        found = self._search(vectors, k, ["seq"], max_batch=1024, budget=2**16)
         width = max((len(r) for r in found), default=0)
         labels = np.full((len(found), width), -1, dtype=np.int64)
         scores = np.full((len(found), width), -np.inf, dtype=np.float32)
@@ -238,7 +241,7 @@ class MilvusStore(VectorStore):
         return labels, scores
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        found = self._search(vectors, k, ["text", "metadata"], max(1, min(256, 2**12 // max(int(k), 1))))
+        found = self._search(vectors, k, ["text", "metadata"], max_batch=256, budget=2**12)
         return [[Hit(h["id"], h["entity"]["text"], float(h["distance"]), dict(h["entity"]["metadata"] or {}))
                  for h in row] for row in found]
 

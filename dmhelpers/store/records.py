@@ -43,10 +43,10 @@ def corpus_fingerprint(ids: Sequence[str], texts: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None, ids: Sequence[str] | None,
-                  existing: set[str]) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """``add_texts``' arguments as lists, checked, with ids made for texts that have none (``existing``: ids
-    already in the store, which new ones may not repeat); raises :class:`InputError` naming the problem."""
+def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None, ids: Sequence[str] | None
+                  ) -> tuple[list[str], list[dict[str, Any]], list[str] | None]:
+    """``add_texts``' arguments as lists, checked on their own (ids stay ``None`` when none were given; see
+    :func:`assign_ids` for the store's ids); raises :class:`InputError` naming the problem."""
     if isinstance(texts, str) or texts is None:
         what = "a single string" if isinstance(texts, str) else "None"
         raise InputError(f"add_texts() takes a list of texts, got {what}. Wrap one text: add_texts([text]).")
@@ -73,17 +73,7 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
             why = "NaN and infinity are not JSON numbers: use None or a string" if "Out of range float" in str(
                 exc) else "use strings (valid UTF-8, no lone surrogates), numbers, lists and dicts"
             raise InputError(f"Metadata {i} cannot be stored as JSON ({exc}). Fix it: {why}.") from exc
-    if ids is None:
-        ids, taken = [], set(existing)
-        for t in texts:
-            base = new = text_id(t)
-            n = 1
-            while new in taken:
-                n += 1
-                new = f"{base}-{n}"
-            taken.add(new)
-            ids.append(new)
-    else:
+    if ids is not None:
         ids = list(ids)
         if len(ids) != len(texts):
             raise InputError(f"Got {len(texts)} texts but {len(ids)} ids; pass one id per text, or ids=None.")
@@ -92,8 +82,29 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
         for n, i in enumerate(ids):
             check_utf8(f"Id {n}", i)
         seen: set[str] = set()
-        dupes = sorted({i for i in ids if i in seen or seen.add(i)} | (set(ids) & existing))
-        if dupes:
-            raise InputError(f"Duplicate ids {dupes[:5]}: each id may appear once in the store. Use new ids, "
-                             "or ids=None to generate them.")
+        _refuse_duplicates({i for i in ids if i in seen or seen.add(i)})
     return texts, metadatas, ids
+
+
+def assign_ids(texts: list[str], ids: list[str] | None, existing: set[str]) -> list[str]:
+    """The ids of checked records in a store that holds ``existing``: the given ids, refused if any is taken, or
+    content hashes (``<hash>-2``, ``-3``, ... for a text already there)."""
+    if ids is not None:
+        _refuse_duplicates(set(ids) & existing)
+        return ids
+    made, taken = [], set(existing)
+    for t in texts:
+        base = new = text_id(t)
+        n = 1
+        while new in taken:
+            n += 1
+            new = f"{base}-{n}"
+        taken.add(new)
+        made.append(new)
+    return made
+
+
+def _refuse_duplicates(dupes: set[str]) -> None:
+    if dupes:
+        raise InputError(f"Duplicate ids {sorted(dupes)[:5]}: each id may appear once in the store. Use new ids, "
+                         "or ids=None to generate them.")

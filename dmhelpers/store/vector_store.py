@@ -26,10 +26,13 @@ from dmhelpers.deep_memory.jobs import DeepMemory
 from dmhelpers.deep_memory.repository import ModelRepository
 from dmhelpers.embeddings import Embedder
 from dmhelpers.rag.retriever import make_retriever
-from dmhelpers.store.records import Hit, check_records
+from dmhelpers.store.records import Hit, assign_ids, check_records
 from dmhelpers.utils.errors import InputError, StoreError
 
 __all__ = ["Hit", "VectorStore", "backend_of"]
+
+
+POINTER = "STORE"  # the file naming an hnswlib store folder's current snapshot
 
 
 def backend_of(path: Any) -> str:
@@ -44,7 +47,7 @@ def backend_of(path: Any) -> str:
     if "://" in text:
         raise InputError(f"{text!r} is not a store this package can open: use a folder path, a path ending in .db, "
                          "or an http:// or https:// Milvus URI (e.g. 'http://127.0.0.1:19530').")
-    if text.endswith(".db") and not (Path(text) / "STORE").is_file():
+    if text.endswith(".db") and not (Path(text) / POINTER).is_file():
         return "milvus"
     return "hnswlib"
 
@@ -70,6 +73,7 @@ class VectorStore:
     path: Path | str
     read_only: bool
     embedding: Embedder
+    _deep_memory: DeepMemory | None = None  # made on first use; reset when the corpus changes
 
     def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> VectorStore:
         if cls is VectorStore:
@@ -147,7 +151,7 @@ class VectorStore:
     @property
     def deep_memory(self) -> DeepMemory:
         """Training jobs and the active query adapter (see :mod:`dmhelpers.deep_memory.jobs`)."""
-        if getattr(self, "_deep_memory", None) is None:
+        if self._deep_memory is None:
             self._deep_memory = DeepMemory(self)
         return self._deep_memory
 
@@ -197,8 +201,8 @@ class VectorStore:
         if self.read_only:
             raise StoreError(f"The store at {self.path} was opened with read_only=True. Open it with "
                              "read_only=False to add texts.")
-        texts, metadatas, checked = check_records(texts, metadatas, ids, set())
-        return check_records(texts, metadatas, ids, self._existing_ids(texts, checked if ids is not None else None))
+        texts, metadatas, ids = check_records(texts, metadatas, ids)
+        return texts, metadatas, assign_ids(texts, ids, self._existing_ids(texts, ids))
 
     def _check_vectors(self, vectors: np.ndarray, n: int) -> None:
         if vectors.shape != (n, self.embedding.dimension) or not np.isfinite(vectors).all():
