@@ -32,6 +32,7 @@ from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimat
 from dmhelpers.evaluation.evaluate import evaluate
 from dmhelpers.evaluation.metrics import TOP_K
 from dmhelpers.utils.errors import DeepMemoryError, InputError, StoreError, check_number, check_whole
+from dmhelpers.utils.files import json_text
 from dmhelpers.utils.progress import progress_bar
 
 ACTIVE = "ACTIVE"
@@ -52,7 +53,7 @@ class DeepMemory:
 
     # ------------------------------------------------------------------ models
     def _write_job(self, job: dict[str, Any]) -> None:
-        self.models.write(f"{job['id']}/job.json", (json.dumps(job, indent=1, ensure_ascii=False) + "\n").encode())
+        self.models.write(f"{job['id']}/job.json", json_text(job).encode())
 
     def _read_job(self, job_id: str) -> dict[str, Any]:
         if job_id in self._live:

@@ -349,23 +349,31 @@ class CrossValidation:
                 f"other chunks came as close as {closest}); {self.opened.get('seen', 0)} of {self.n.get('seen', 0)} "
                 "held-out seen-chunk questions pass it")
 
-    def validation(self, results: list[dict[str, np.ndarray]], chosen: tuple[int, int] | None) -> dict[str, Any]:
-        """The job record's ``validation``: held-out recall of plain search and of the chosen setting, and the gate."""
+    def best_rejected(self, results: list[dict[str, np.ndarray]], chosen: tuple[int, int] | None
+                      ) -> tuple[int, int, str] | None:
+        """The best setting that did not qualify, if it would have gained more than ``chosen``: (epoch, setting,
+        why); what :meth:`validation` and :meth:`curve` show next to the chosen one."""
+        return rejected(results, self.combos, self.n, self.cfg.z, self.ks, chosen)
+
+    def validation(self, results: list[dict[str, np.ndarray]], chosen: tuple[int, int] | None,
+                   rej: tuple[int, int, str] | None) -> dict[str, Any]:
+        """The job record's ``validation``: held-out recall of plain search and of the chosen setting, the best
+        rejected setting (``rej``, from :meth:`best_rejected`) and the gate."""
         as_dict = lambda arr: {f"recall@{k}": float(v) for k, v in zip(self.ks, arr)}  # noqa: E731
         model = {k: self.base[k] + (results[chosen[0]][k][chosen[1]] if chosen else 0.0) for k in self.kinds}
         return {"folds": len(self.fits), "n": self.n, "base": {k: as_dict(self.base[k]) for k in self.kinds},
                 "model": {k: as_dict(model[k]) for k in self.kinds},
-                "rejected": self.rejected_setting(results, chosen),
+                "rejected": self.rejected_setting(rej),
                 "gate": {"tau": self.tau, "risk": self.cfg.risk, "held_out": len(self.unrelated),
                          "largest_unrelated_similarity": float(self.unrelated.max()) if len(self.unrelated) else None,
                          "opened": self.opened}}
 
-    def curve(self, results: list[dict[str, np.ndarray]], losses: list[float], chosen: tuple[int, int] | None
-              ) -> list[dict[str, float]]:
+    def curve(self, results: list[dict[str, np.ndarray]], losses: list[float], chosen: tuple[int, int] | None,
+              rej: tuple[int, int, str] | None) -> list[dict[str, float]]:
         """Per epoch: the training loss, the chosen setting's held-out recall@10 of each kind and, when a setting
-        that did not qualify would have gained more, that one's (``rejected_...``)."""
+        that did not qualify would have gained more (``rej``, from :meth:`best_rejected`), that one's
+        (``rejected_...``)."""
         at = self.ks.index(10) if 10 in self.ks else -1
-        rej = rejected(results, self.combos, self.n, self.cfg.z, self.ks, chosen)
         rows = []
         for e, res in enumerate(results):
             row = {"epoch": e, "loss": losses[e]}
@@ -376,10 +384,8 @@ class CrossValidation:
             rows.append(row)
         return rows
 
-    def rejected_setting(self, results: list[dict[str, np.ndarray]], chosen: tuple[int, int] | None
-                         ) -> dict[str, Any] | None:
-        """The best setting that did not qualify (when it would have gained more) and why, for the job record."""
-        rej = rejected(results, self.combos, self.n, self.cfg.z, self.ks, chosen)
+    def rejected_setting(self, rej: tuple[int, int, str] | None) -> dict[str, Any] | None:
+        """The best rejected setting (from :meth:`best_rejected`) and why, for the job record."""
         if rej is None:
             return None
         alpha_out, alpha, beta = self.combos[rej[1]]

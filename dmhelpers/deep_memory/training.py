@@ -187,7 +187,8 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
             break
 
     choice = cv.choose(results)
-    history, validation = cv.curve(results, losses, choice), cv.validation(results, choice)
+    rej = cv.best_rejected(results, choice)
+    history, validation = cv.curve(results, losses, choice, rej), cv.validation(results, choice, rej)
     if choice is None:
         progress(1.0, history[-1])
         return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, cv.tau, 0.0, 0, history, 0.0,

@@ -78,9 +78,10 @@ def _js_numbers(value: Any) -> Any:
     return value
 
 
-def stderr_outputs(path: str | Path) -> list[str]:
-    """The text of every stderr output (and error) in an executed notebook: a student would see them as red boxes."""
-    nb = json.loads(Path(path).read_text("utf-8"))
+def stderr_outputs(notebook: str | Path | dict[str, Any]) -> list[str]:
+    """The text of every stderr output (and error) in an executed notebook (a path, or the notebook already read):
+    a student would see them as red boxes."""
+    nb = notebook if isinstance(notebook, dict) else json.loads(Path(notebook).read_text("utf-8"))
     return ["".join(o.get("text", "")) or o.get("ename", "error") for c in nb["cells"] if c["cell_type"] == "code"
             for o in c["outputs"] if o.get("name") == "stderr" or o.get("output_type") == "error"]
 
@@ -91,9 +92,9 @@ def clean(path: str | Path) -> None:
     JSON whole numbers as the browser writes them. Refuses a notebook with stderr outputs or injected parameters."""
     import nbformat
 
-    if stderr_outputs(path):
-        raise ValueError(f"{path} has stderr outputs (a student would see red boxes): {stderr_outputs(path)[0][:200]!r}")
     nb = json.loads(Path(path).read_text("utf-8"))
+    if errors := stderr_outputs(nb):
+        raise ValueError(f"{path} has stderr outputs (a student would see red boxes): {errors[0][:200]!r}")
     nb["metadata"] = {k: v for k, v in nb["metadata"].items() if k in ("kernelspec", "language_info")}
     nb["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     for cell in nb["cells"]:
@@ -128,7 +129,7 @@ def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> 
     cost = by_number.get("05", {})
     if "tokens_saved_per_1000" in cost:
         lines.append(f"  prompt tokens saved per 1,000 questions: {cost['tokens_saved_per_1000']:,.0f} (deep memory at "
-                     f"k={cost['k_deep']} vs plain search at k={cost.get('k_plain', cost['baseline_k'])}, same recall; "
+                     f"k={cost['k_deep']} vs plain search at k={cost['k_plain']}, same recall; "
                      f"${cost['dollars_saved_per_1000']:.2f} at ${cost['price_per_mtok']}/M tokens)")
     lines.append("  time: " + ", ".join(f"{name[:2]} {sec:.0f} s" for name, sec in seconds.items())
                  + f"; total {sum(seconds.values()):.0f} s")

@@ -28,9 +28,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON every record of this package is written in."""
+    return json.dumps(obj, indent=1, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    """Write ``obj`` as indented JSON (:func:`json_text`), atomically."""
+    atomic_write_text(path, json_text(obj))
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 import difflib
 import html
+import itertools
 import textwrap
 from collections.abc import Sequence
-from typing import Any
 
 from dmhelpers.utils.errors import InputError
 
@@ -49,7 +49,7 @@ def check_parameters() -> None:
 def show_text(text: str, width: int = 100, max_lines: int = 14) -> None:
     """Print a chunk as readable text: its lines wrapped at ``width``, at most ``max_lines`` of them."""
     lines = [wrapped for line in text.splitlines() if line.strip()
-             for wrapped in textwrap.wrap(line, width, subsequent_indent="  ") or [""]]
+             for wrapped in textwrap.wrap(line, width, subsequent_indent="  ")]
     print("\n".join(lines[:max_lines]) + ("\n[...]" if len(lines) > max_lines else ""))
 
 
@@ -69,9 +69,7 @@ class SideBySide:
         self.left, self.right, self.snippet = left, right, snippet
 
     def _cells(self) -> list[tuple[str, str]]:
-        depth = max(len(self.left[1]), len(self.right[1]))
-        pad = [("", "", False)] * depth
-        return list(zip((list(self.left[1]) + pad)[:depth], (list(self.right[1]) + pad)[:depth]))
+        return list(itertools.zip_longest(self.left[1], self.right[1], fillvalue=("", "", False)))
 
     def _repr_html_(self) -> str:
         def cell(hit: tuple[str, str, bool]) -> str:
@@ -93,13 +91,3 @@ class SideBySide:
                 lines.append(f"{i:>2}. {title:<13} {'*' if relevant else ' '} {source}")
         return "\n".join(lines)
 
-
-def rounded(values: Any, digits: int = 3) -> Any:
-    """``values`` with every float rounded, for a short readable printout."""
-    if isinstance(values, float):
-        return round(values, digits)
-    if isinstance(values, dict):
-        return {k: rounded(v, digits) for k, v in values.items()}
-    if isinstance(values, (list, tuple)):
-        return [rounded(v, digits) for v in values]
-    return values
