@@ -54,6 +54,11 @@ def literal(text: str) -> int | float | str:
     return text
 
 
+def rank_of(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per question (a row of ``scores``), the rank of chunk ``rows[i]``: how many chunks score higher."""
+    return (scores > scores[np.arange(len(rows)), rows][:, None]).sum(axis=1)
+
+
 def ungated_reference(db: VectorStore, train_q: list[str], train_rel, test_q: list[str], test_rel, seen: np.ndarray,
                       seed: int, epochs: int = 100) -> tuple[float, int]:
     """Best test seen-chunk recall@10 over ``epochs`` of an ungated residual linear layer (full softmax)."""
@@ -77,7 +82,7 @@ def ungated_reference(db: VectorStore, train_q: list[str], train_rel, test_q: li
                 opt.step()
             with torch.no_grad():
                 scores = (model(torch.from_numpy(q_test)) @ corpus.T).numpy()
-            rank = (scores > scores[np.arange(len(wanted)), wanted][:, None]).sum(axis=1)
+            rank = rank_of(scores, wanted)
             best = max(best, (float((rank < 10).mean()), epoch), key=lambda b: b[0])
     return best
 
@@ -86,7 +91,7 @@ def gate_signals(sim: np.ndarray, scores: np.ndarray, train_chunk: np.ndarray) -
     """Per test question, signals a gate could open on (higher: more likely about a chunk seen in training), from
     its similarity to each training question, its plain-search scores and the training questions' chunk rows."""
     chunk = train_chunk[sim.argmax(axis=1)]
-    rank = (scores > scores[np.arange(len(chunk)), chunk][:, None]).sum(axis=1)
+    rank = rank_of(scores, chunk)
     trained = np.isin(np.argsort(-scores, axis=1), np.unique(train_chunk))
     other = np.where(train_chunk[None, :] != chunk[:, None], sim, -1.0).max(axis=1)
     top = sim.max(axis=1)
@@ -106,7 +111,7 @@ def oracle_gate_bounds(db: VectorStore, train_q: list[str], train_rel, test_q: l
     q_test = db.embedding.embed(test_q)
     scores = q_test @ np.array(db.embeddings).T
     wanted = np.array([row[r[0][0]] for r in test_rel])
-    found = (scores > scores[np.arange(len(wanted)), wanted][:, None]).sum(axis=1) < 10
+    found = rank_of(scores, wanted) < 10
     sim = q_test @ db.embedding.embed(train_q).T
     signals = gate_signals(sim, scores, np.array([row[r[0][0]] for r in train_rel]))
     bounds = {}

@@ -96,8 +96,6 @@ _collections = itertools.count()
 def open_store(request, tmp_path) -> Callable[..., Any]:
     """``open_store(name="store", **kwargs)`` opens the named store of this test on the backend of the parameter:
     a folder (hnswlib), a ``.db`` file (Milvus Lite) or a collection on the session's ``milvus-lite server``."""
-    from dmhelpers import VectorStore
-
     backend, opened = request.param, []
     prefix = f"t{next(_collections)}"
 
@@ -108,7 +106,8 @@ def open_store(request, tmp_path) -> Callable[..., Any]:
             db = VectorStore(tmp_path / f"{name}.db", **kwargs)
         else:
             server = request.getfixturevalue("lite_server")
-            db = VectorStore(server.uri, collection=f"{prefix}_{name.replace('-', '_')}", folder=tmp_path / f"{name}-files", **kwargs)
+            kwargs.setdefault("folder", tmp_path / f"{name}-files")  # not the user's cache folder
+            db = VectorStore(server.uri, collection=f"{prefix}_{name.replace('-', '_')}", **kwargs)
         opened.append(db)
         return db
 

@@ -151,6 +151,17 @@ def folder_digest(path: Path) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- Milvus servers
+def executed(folder: Path, name: str, parameters: dict) -> dict:
+    """Execute notebook ``name`` (e.g. ``"01_dataset_creation.ipynb"``) into ``folder`` through papermill and
+    return what it recorded; a student would see any stderr output as a red box, so none may appear."""
+    from dmhelpers.tooling.notebooks import execute, stderr_outputs
+
+    out = folder / f"{name[:2]}.ipynb"
+    records = execute(NOTEBOOKS / name, out, parameters)
+    assert stderr_outputs(out) == [], f"{name} printed to stderr"
+    return records
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

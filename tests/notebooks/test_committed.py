@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from helpers import NOTEBOOKS
+from helpers import NOTEBOOKS, free_port
 
 from dmhelpers import read_records
 from dmhelpers.tooling.notebooks import numbered_notebooks
@@ -42,9 +41,7 @@ def jupyter(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for nb in BOOKS:
         shutil.copy(nb, root / nb.name)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     token = secrets.token_hex(8)
     proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
                              "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", f"--ServerApp.root_dir={root}",
@@ -57,6 +54,8 @@ def jupyter(tmp_path_factory):
                 break
             except OSError:
                 time.sleep(0.2)
+        else:
+            pytest.fail(f"the Jupyter server on port {port} did not answer its contents API within 20 s")
         yield root, base, token
     finally:
         proc.terminate()

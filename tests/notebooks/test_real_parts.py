@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import NOTEBOOKS, server_processes
+from helpers import executed, server_processes
 
 from dmhelpers import VectorStore, load_questions
 from dmhelpers.llm import MODEL_NAME
-from dmhelpers.tooling.notebooks import execute, stderr_outputs
 
 N_QUESTIONS = 20  # 10 training questions: the fewest a job accepts
 
@@ -32,9 +31,7 @@ def run(tmp_path_factory, python_docs) -> dict:
     ]
     records = {}
     for name, parameters in plan:
-        out = folder / f"{name[:2]}.ipynb"
-        records[name[:2]] = execute(NOTEBOOKS / f"{name}.ipynb", out, parameters)
-        assert stderr_outputs(out) == [], f"{name} printed to stderr"
+        records[name[:2]] = executed(folder, f"{name}.ipynb", parameters)
     return {"records": records, "store": store, "before": before, "after": set(server_processes(None))}
 
 
