@@ -133,13 +133,17 @@ class RotatedTask:
         return qs, [[(f"c{q[1:].split('-')[0]}", 1.0)] for q in qs]
 
 
-def build_rotated_store(path, task: RotatedTask):
-    """A store holding the task's chunks, with ids "c<i>"."""
-    from dmhelpers import VectorStore
-
-    db = VectorStore(path, embedding=task)
+def fill_rotated(db, task: RotatedTask):
+    """``db`` with the task's chunks added, with ids "c<i>"."""
     db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
     return db
+
+
+def build_rotated_store(path, task: RotatedTask):
+    """An hnswlib store holding the task's chunks, with ids "c<i>"."""
+    from dmhelpers import VectorStore
+
+    return fill_rotated(VectorStore(path, embedding=task), task)
 
 
 

@@ -86,10 +86,9 @@ def test_a_server_gone_mid_write_leaves_the_store_as_it_was(tmp_path, monkeypatc
         server.stop()
 
 
-@pytest.mark.parametrize("where", ["lite", "server"])
-def test_a_text_over_the_varchar_limit_is_refused_before_anything_is_written(where, tmp_path, lite_server):
-    kwargs = {"collection": "long_texts"} if where == "server" else {}
-    db = VectorStore(lite_server.uri if where == "server" else tmp_path / "s.db", embedding=HashEmbeddings(), **kwargs)
+@pytest.mark.parametrize("open_store", ["milvus-lite", "milvus-server"], indirect=True)
+def test_a_text_over_the_varchar_limit_is_refused_before_anything_is_written(open_store):
+    db = open_store(embedding=HashEmbeddings())
     db.add_texts(TEXTS)
     with pytest.raises(InputError, match=r"Text 1 is 70,000 bytes long: a Milvus store holds at most 65,535 bytes "
                                          r"per chunk\. Split it \(a smaller CHUNK_SIZE\)"):
@@ -97,7 +96,6 @@ def test_a_text_over_the_varchar_limit_is_refused_before_anything_is_written(whe
     with pytest.raises(InputError, match=r"longer than 64 bytes"):
         db.add_texts(["fine"], ids=["x" * 65])
     assert len(db) == 6 and db.version == 1
-    db.close()
 
 
 def test_a_collection_this_package_did_not_make_is_left_alone(lite_server):

@@ -9,9 +9,9 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from helpers import REPO, TEXTS, HashEmbeddings, RotatedTask
+from helpers import REPO, TEXTS, HashEmbeddings, RotatedTask, build_rotated_store, fill_rotated
 
-from dmhelpers import DeepMemoryError, Document, InputError, StoreError, VectorStore
+from dmhelpers import DeepMemoryError, Document, InputError, StoreError
 
 TRAIN = list(range(0, 300, 2))
 TEST = list(range(1, 300, 2))
@@ -96,8 +96,7 @@ def test_db_folder_is_a_local_folder_of_this_store(open_store, tmp_path, monkeyp
 def test_deep_memory_on_every_backend(open_store):
     """Train, status, list, get/set, evaluate, search(deep_memory=True) and a retriever, as notebooks 02-05 do."""
     task = RotatedTask()
-    db = open_store(embedding=task)
-    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
+    db = fill_rotated(open_store(embedding=task), task)
     with pytest.raises(DeepMemoryError, match="needs a trained model"):
         db.search("q1-0", deep_memory=True)
     job = db.deep_memory.train(*RotatedTask.questions(TRAIN[:60], [0, 1]), epochs=10, seed=0)
@@ -131,22 +130,22 @@ def _rotated_report(db) -> dict:
     return db.deep_memory.evaluate(*RotatedTask.questions(TEST[:100] + TRAIN[:100], [7]), top_k=[1, 3, 10, 50])
 
 
-REFERENCE: dict[str, dict] = {}  # the hnswlib report, computed once for both Milvus backends
+@pytest.fixture(scope="module")
+def hnswlib_reference(tmp_path_factory):
+    """The hnswlib store and its report, built once: the reference both Milvus backends are compared with."""
+    db = build_rotated_store(tmp_path_factory.mktemp("reference"), RotatedTask())
+    return db, _rotated_report(db)
 
 
 @pytest.mark.parametrize("open_store", ["milvus-lite", "milvus-server"], indirect=True)  # hnswlib is the reference
-def test_deep_memory_gives_the_same_recall_as_on_hnswlib(open_store, tmp_path):
+def test_deep_memory_gives_the_same_recall_as_on_hnswlib(open_store, hnswlib_reference):
     """The same data and seed give the same model and recall on each backend, within index ties (HNSW graphs are
     built differently, so a near-tie can swap; a question in 200 moving one rank at one k is 0.5 points)."""
+    reference, theirs = hnswlib_reference
     task = RotatedTask()
-    reference = VectorStore(tmp_path / "reference", embedding=task)
-    reference.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
-    db = open_store(embedding=task)
-    db.add_texts([f"c{i}" for i in range(task.size)], ids=[f"c{i}" for i in range(task.size)])
+    db = fill_rotated(open_store(embedding=task), task)
     assert db.fingerprint == reference.fingerprint and np.array_equal(db.embeddings, reference.embeddings)
-    if "report" not in REFERENCE:
-        REFERENCE["report"] = _rotated_report(reference)
-    ours, theirs = _rotated_report(db), REFERENCE["report"]
+    ours = _rotated_report(db)
     for run in ("without model", "with model"):
         for key, value in theirs[run].items():
             assert ours[run][key] == pytest.approx(value, abs=0.011), (run, key)
