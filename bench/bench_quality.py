@@ -2,7 +2,7 @@
 split into questions about chunks seen in training and about new chunks.
 
     .venv/bin/python bench/bench_quality.py [--seeds 0 1 ... 9] [--protocols workshop default tutorial]
-                                            [--option NAME VALUE] [--no-reference]
+                                            [--option NAME VALUE] [--no-reference] [--llm local]
 
 Protocols (each: notebook 02's split, 200 questions, half for training, on a scratch copy of a store):
 
@@ -41,6 +41,7 @@ from dmhelpers.deep_memory.adapter import QueryAdapter
 from dmhelpers.deep_memory.training import single_threaded
 from dmhelpers.evaluation.metrics import TOP_K
 
+CACHE = Path("data/bench-cache")  # chat models' questions, kept between runs (the cache is keyed by model and chunk)
 PROTOCOLS = {"workshop": ("data/workshop-store", 3), "default": ("data/store", 3), "tutorial": ("data/store", 1)}
 
 
@@ -129,6 +130,9 @@ def main() -> None:
     parser.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a TrainConfig option, e.g. --option risk 0.01 (repeatable)")
     parser.add_argument("--no-reference", action="store_true", help="skip the ungated reference layer")
+    parser.add_argument("--llm", default="offline",
+                        help="who writes the questions: 'offline' (the simulator), 'local' (the bundled chat model; "
+                             "cached in data/bench-cache/) or a chat model name")
     args = parser.parse_args()
     options = {k: literal(v) for k, v in args.option}
     summary = []
@@ -137,8 +141,8 @@ def main() -> None:
         if name == "workshop":
             stores.ensure_store(store, preset="workshop")
         source = VectorStore(store, read_only=True)
-        print(f"\n{name}: {len(source):,} chunks ({store}), {args.questions} questions, {per_chunk} per chunk, "
-              f"seeds {args.seeds[0]}-{args.seeds[-1]}")
+        print(f"\n{name}: {len(source):,} chunks ({store}), {args.questions} questions ({args.llm}), {per_chunk} per "
+              f"chunk, seeds {args.seeds[0]}-{args.seeds[-1]}")
         print(f"{'seed':>4} {'model (behind gate / outside)':<34} {'kind':<5} {'n':>4}  "
               + "  ".join(f"{'R@' + str(k):>9}" for k in TOP_K))
         pooled: dict[str, list] = {}
@@ -150,8 +154,10 @@ def main() -> None:
                 shutil.copytree(Path(store) / snapshot, folder / snapshot)
                 shutil.copy(Path(store) / "STORE", folder / "STORE")
                 db = VectorStore(folder, embedding=source.embedding)
+                cache = None if args.llm == "offline" else CACHE / f"questions-{args.llm}-{Path(store).name}.jsonl"
                 questions, relevance = generate_questions(db.texts, db.ids, args.questions, seed=seed,
-                                                          per_chunk=per_chunk, progress=False)
+                                                          per_chunk=per_chunk, progress=False, llm=args.llm,
+                                                          cache=cache)
                 (tq, tr), (sq, sr) = split_questions(questions, relevance, 0.5, seed=seed)
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     job = db.deep_memory.train(tq, tr, seed=seed, **options)
