@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/bench_quality.py
 	$(PY) bench/bench_run.py
 	$(PY) bench/bench_milvus.py
+	$(PY) bench/bench_store_readers.py
 
 clean:
 	rm -rf $(VENV) runs

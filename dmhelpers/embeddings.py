@@ -5,6 +5,7 @@ store records, so a store is never searched with vectors from another model.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -28,6 +29,25 @@ class Embedder(Protocol):
     def dimension(self) -> int: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def check_embedder(embedding: object) -> None:
+    """Refuse an ``embedding=`` argument that is not an embedder (a model name, say), with the fix; ``None``
+    passes (it means the store's own embedder)."""
+    if embedding is None:
+        return
+    if isinstance(embedding, str):
+        raise InputError(f"embedding= takes an embedder object, got the string {embedding!r}. Pass "
+                         f"embedding=get_embedding({embedding!r}), or e.g. embedding=LocalEmbeddings().")
+    try:
+        name, embed = getattr(embedding, "name"), getattr(embedding, "embed")
+        inspect.getattr_static(embedding, "dimension")  # not called: a local model's dimension loads the model
+    except AttributeError:
+        name = embed = None
+    if not isinstance(name, str) or not name or not callable(embed):
+        raise InputError(f"embedding= must be an embedder (with .name, .dimension and .embed(texts)), got "
+                         f"{type(embedding).__name__}. Pass e.g. embedding=LocalEmbeddings() or "
+                         "get_embedding('text-embedding-3-small'), or None for the store's own embedder.")
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ class SearchableStore(Protocol):
 
     path: Path | str  # where the store is, for messages
     read_only: bool  # True: training and changing the active model are refused
-    embedding: Embedder  # embeds questions into the space of the chunks
+    embedding: Embedder  # the embedder of the chunks (its name and dimension are recorded with each model)
 
     def __len__(self) -> int: ...
 
@@ -36,6 +36,10 @@ class SearchableStore(Protocol):
     @property
     def models(self) -> ModelRepository:
         """Where this store's Deep Memory jobs and the active-model pointer live."""
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions embedded with the store's embedder, checked against the store first, as unit vectors
+        ``(len(texts), dimension)``: what training and evaluation use, never ``embedding.embed`` directly."""
 
     def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""

@@ -24,6 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, memory_values, weights_from_bytes, weights_to_bytes
+from dmhelpers.deep_memory.checks import (DamagedModelError, check_groups, check_learning_rate, check_model,
+                                          final_check, validate_questions)
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS, TrainConfig
 from dmhelpers.deep_memory.interface import SearchableStore
 from dmhelpers.deep_memory.status import format_status, result_line
@@ -49,6 +51,7 @@ class DeepMemory:
         self._stop: dict[str, threading.Event] = {}
         self._live: dict[str, dict[str, Any]] = {}
         self._active: tuple[str, dict[str, Any]] | None = None  # (job id, adapter weights and gate settings)
+        self._unusable = ""  # why the stored active model was not loaded, when it says so itself
         self._load_active()
 
     # ------------------------------------------------------------------ models
@@ -96,15 +99,21 @@ class DeepMemory:
             job = self._read_job(json.loads(self.models.read(ACTIVE))["job_id"])
             self._check_model(job)
             self._active = (job["id"], self._load_model(job))
+        except DamagedModelError as exc:  # kept on disk, not used; deep_memory=True says why
+            self._active, self._unusable = None, str(exc)
         except Exception:  # damaged or mismatched: kept on disk, not used; deep_memory=True explains why
             self._active = None
 
     def _load_model(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The adapter of a job, refused (:class:`StoreError`) when any of its numbers is NaN, inf or missing."""
         weights = weights_from_bytes(self.models.read(f"{job['id']}/adapter.safetensors"))
+        settings = {"alpha": job.get("alpha"), "beta": job.get("beta", 0.0), "alpha_out": job.get("alpha_out", 0.0),
+                    "gate": job.get("gate")}
+        check_model(job["id"], settings, weights)
         references = weights.pop("gate.references", None)
         values = weights.pop("memory.values", None)
-        return {"weights": weights, "alpha": job["alpha"], "tau": job.get("gate"), "beta": job.get("beta", 0.0),
-                "alpha_out": job.get("alpha_out", 0.0), "references": references, "values": values}
+        return {"weights": weights, "alpha": settings["alpha"], "tau": settings["gate"], "beta": settings["beta"],
+                "alpha_out": settings["alpha_out"], "references": references, "values": values}
 
     def model_note(self) -> str:
         """After (re)building a store: whether a Deep Memory model trained on it earlier still fits ("" if none)."""
@@ -129,24 +138,32 @@ class DeepMemory:
         self._guard_writable()
         try:
             model = self._load_model(job)
+        except DamagedModelError as exc:  # a model record with NaN or inf numbers: says so itself
+            raise StoreError(str(exc)) from None
         except Exception as exc:  # missing or damaged adapter.safetensors
             raise StoreError(f"The model files of job {job_id} are missing or damaged ({type(exc).__name__}: {exc}). "
                              "Train a new model, or choose another job.") from exc
         self.models.write(ACTIVE, json.dumps({"job_id": job_id}).encode())
-        self._active = (job_id, model)
+        self._active, self._unusable = (job_id, model), ""
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Apply the active adapter to query vectors (the corpus vectors are never changed)."""
         if self._active is None:
             why = ""
             if self.models.exists(ACTIVE):
-                why = (" The stored model cannot be used (it does not match this store's embedder or corpus, or its "
+                why = (f" The stored model cannot be used: {self._unusable}" if self._unusable else
+                       " The stored model cannot be used (it does not match this store's embedder or corpus, or its "
                        "files are damaged); retrain.")
             raise DeepMemoryError("deep_memory=True needs a trained model: run db.deep_memory.train(queries=..., "
                                   f"relevance=...) first, or search with deep_memory=False.{why}")
         m = self._active[1]
-        return apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"],
-                             m["alpha_out"])
+        out = apply_adapter(m["weights"], vectors, m["alpha"], m["tau"], m["references"], m["beta"], m["values"],
+                            m["alpha_out"])
+        if not np.all(np.isfinite(out)):  # never search with NaN: the checks on loading should make this unreachable
+            raise StoreError(f"The model record of job {self._active[0]} is damaged: it turns questions into NaN or "
+                             "infinite vectors. Retrain (db.deep_memory.train(...)), or choose another job "
+                             "(db.deep_memory.set_model(...)).")
+        return out
 
     # ------------------------------------------------------------------ training
     def _guard_writable(self) -> None:
@@ -161,50 +178,7 @@ class DeepMemory:
     def _validate(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]],
                   minimum: int = MIN_TRAINING_QUESTIONS
                   ) -> tuple[list[str], list[list[int]], list[list[float]]]:
-        if isinstance(queries, str):
-            raise InputError("queries must be a list of questions, not a single string.")
-        queries, relevance = list(queries), list(relevance)
-        if not queries:
-            raise InputError("Got no queries. Generate questions first (notebook 02).")
-        if len(queries) != len(relevance):
-            raise InputError(f"Got {len(queries)} queries but {len(relevance)} relevance lists; pass one list of "
-                             "(chunk_id, score) pairs per query.")
-        if len(self.store) == 0:
-            raise StoreError(f"The store at {self.store.path} has no chunks. Build it first (notebook 01).")
-        row = self._row
-        positives, grades = [], []
-        for n, (q, rel) in enumerate(zip(queries, relevance)):
-            if not isinstance(q, str) or not q.strip():
-                raise InputError(f"Query {n} is empty: every query must be a non-empty question.")
-            if not rel:
-                raise InputError(f"Query {n} has no relevant chunks: give at least one (chunk_id, score) pair.")
-            pos, sc = [], []
-            for pair in rel:
-                try:
-                    if isinstance(pair, str) or len(pair) != 2:
-                        raise ValueError
-                    cid, score = pair
-                    score = float(score)
-                except (TypeError, ValueError):
-                    raise InputError(f"Relevance of query {n} must be (chunk_id, score) pairs, got {pair!r}.") from None
-                if cid not in row:
-                    raise InputError(f"Relevance of query {n} names chunk id {cid!r}, which is not in this store. "
-                                     "Use ids from db.ids (questions made for another store do not fit); if notebook "
-                                     "01 rebuilt the store after notebook 02 wrote these questions, re-run notebook 02.")
-                if not 0.0 <= score <= 1.0:
-                    raise InputError(f"Relevance score {score} of query {n} is outside [0, 1]. Use 1.0 for relevant, "
-                                     "smaller values for partly relevant.")
-                if score > 0:
-                    pos.append(row[cid])
-                    sc.append(score)
-            if not pos:
-                raise InputError(f"Query {n} has only zero scores: give at least one chunk a score above 0.")
-            positives.append(pos)
-            grades.append(sc)
-        if len(queries) < minimum:
-            raise InputError(f"Got {len(queries)} queries: too few to hold out validation questions. Train on at "
-                             f"least {minimum} (the tutorial uses 100).")
-        return queries, positives, grades
+        return validate_questions(queries, relevance, self._row, len(self.store), self.store.path, minimum)
 
     def train(self, queries: Sequence[str], relevance: Sequence[Sequence[tuple[str, float]]], epochs: int = 30,
               learning_rate: float = 3e-3, hidden: int = 0, seed: int = 0, background: bool = False,
@@ -229,6 +203,7 @@ class DeepMemory:
                                                      hint="Use e.g. LEARNING_RATE = 0.003."),
                           hidden=check_whole("hidden", hidden, 0, hint="0 is the linear layer; hidden=64 a small MLP."),
                           seed=check_whole("seed", seed, 0, hint="Use e.g. SEED = 0."), **options)
+        check_learning_rate(cfg.learning_rate)
         for name, low in {"batch_size": 1, "folds": 2, "patience": 1, "hard_negatives": 0, "depth": 1,
                           "max_scored": 1}.items():
             check_whole(name, getattr(cfg, name), low, hint=f"The default is {getattr(TrainConfig, name)}.")
@@ -238,6 +213,7 @@ class DeepMemory:
         if cfg.negatives not in ("hard", "trained"):
             raise InputError(f"negatives must be 'hard' or 'trained', got {cfg.negatives!r}. The default is 'hard'.")
         queries, positives, grades = self._validate(queries, relevance)
+        check_groups(positives, self.store.ids)
         needed = estimate_peak_bytes(len(queries), len(self.store), sum(map(len, positives)),
                                      self.store.embedding.dimension, cfg)
         free = available_memory()
@@ -265,14 +241,18 @@ class DeepMemory:
         else:
             with progress_bar(total=100, desc=f"Training {job_id}",
                               bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
-                self._run(job, queries, positives, grades, cfg, bar)
+                failure = self._run(job, queries, positives, grades, cfg, bar)
+            if isinstance(failure, DeepMemoryError):  # a deliberate error (a full disk, divergence) keeps its type
+                raise type(failure)(f"Training job {job_id} failed: {failure}") from failure
             if job["status"] == "failed":
                 raise DeepMemoryError(f"Training job {job_id} failed: {job['message']}")
         return job_id
 
     def _run(self, job: dict[str, Any], queries: list[str], positives: list[list[int]], grades: list[list[float]],
-             cfg: TrainConfig, bar: tqdm | None = None) -> None:
+             cfg: TrainConfig, bar: tqdm | None = None) -> Exception | None:
+        """Train, check, save and activate; returns why the job failed (None when it did not)."""
         start = time.perf_counter()
+        failure: Exception | None = None
 
         def progress(share: float, row: dict[str, float]) -> None:
             job["progress"] = share
@@ -282,7 +262,7 @@ class DeepMemory:
                 bar.update(round(100 * share) - bar.n)
 
         try:
-            vectors = self.store.embedding.embed(queries)
+            vectors = self.store.embed_queries(queries)
             negatives = mine_negatives(lambda v, k: self.store.knn(v, k)[0], self.store.embeddings, vectors,
                                        positives, cfg.hard_negatives, cfg.duplicate_threshold)
             with single_threaded():
@@ -293,6 +273,9 @@ class DeepMemory:
                 weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
             if result.beta:
                 weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
+            final_check(job["id"], weights, {"alpha": result.alpha, "beta": result.beta, "alpha_out": result.alpha_out,
+                                             "gate": result.gate}, vectors, self.store.embeddings, positives,
+                        lambda v, k: self.store.knn(v, k)[0], cfg.learning_rate, cfg.seed)
             self.models.write(f"{job['id']}/adapter.safetensors", weights_to_bytes(weights))
             job.update(status="completed", progress=1.0, eta_s=0.0, alpha=result.alpha, beta=result.beta,
                        gate=result.gate, alpha_out=result.alpha_out, epochs_chosen=result.epochs,
@@ -305,9 +288,18 @@ class DeepMemory:
             job.update(status="cancelled", message="Cancelled; the active model is unchanged.")
         except Exception as exc:  # recorded on the job: a failed job never replaces the active model
             job.update(status="failed", message=f"{type(exc).__name__}: {exc}")
+            failure = exc
         finally:
-            self._write_job(job)
+            if job["status"] != "completed":
+                try:
+                    self._write_job(job)
+                except StoreError as exc:  # the disk filled up or turned read-only: leave no half-made job behind
+                    discard = getattr(self.models, "discard", None)
+                    if discard is not None and self.get_model() != job["id"]:
+                        discard(job["id"])
+                    failure = failure or exc
             self._live.pop(job["id"], None)
+        return failure
 
     def cancel(self, job_id: str) -> bool:
         """Stop a job started with ``background=True``; returns True if it was still running."""

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from dmhelpers.utils.files import atomic_write_bytes
-
+from dmhelpers.utils.files import atomic_write_bytes, write_failure
 
 class ModelRepository(Protocol):
     """Byte values under string keys, replaced atomically."""
@@ -43,9 +42,20 @@ class FolderModels:
         return (self.folder / key).read_bytes()
 
     def write(self, key: str, data: bytes) -> None:
+        """Write ``key`` atomically; on an OS error (a full disk, a read-only folder) remove the folders this write
+        created, so nothing half-made is left, and raise a :class:`StoreError` saying what to do."""
         path = self.folder / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
+        created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+        except OSError as exc:
+            for folder in created:  # deepest first: each is empty once the one inside it is gone
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+            raise write_failure(exc, path, "nothing was half-written and the active model is unchanged.") from exc
 
     def exists(self, key: str) -> bool:
         return (self.folder / key).is_file()
@@ -55,3 +65,18 @@ class FolderModels:
             return []
         return sorted(str(p.relative_to(self.folder)) for p in self.folder.rglob("*")
                       if p.is_file() and str(p).endswith(suffix))
+
+    def discard(self, job_id: str) -> None:
+        """Remove what a job wrote (used when its last record cannot be written: a full or read-only disk)."""
+        folder = self.folder / job_id
+        if not job_id.startswith("job-") or "/" in job_id or not folder.is_dir():
+            return
+        for p in folder.iterdir():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

@@ -23,7 +23,7 @@ from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
 from dmhelpers.llm import DEFAULT_CONCURRENCY, chat_endpoint, check_concurrency, is_local, map_bounded, run_sync
-from dmhelpers.questions.qrels import check_question_lists
+from dmhelpers.questions.qrels import check_question_lists, relevance_pairs
 from dmhelpers.utils.errors import InputError, check_whole
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ def context_recall(db: VectorStore, queries: Sequence[str], relevance: Sequence[
     y}}}``.
     """
     check_question_lists(queries, relevance, "context_recall")
+    relevance = [relevance_pairs(n, rel) for n, rel in enumerate(relevance)]  # a chunk listed twice counts once
     k = check_whole("k", k, 1, "chunks to retrieve", "Use e.g. RAGAS_K = 10.")
     concurrency = check_concurrency(concurrency)
     judged = llm != "offline" and not is_local(llm)

@@ -9,7 +9,7 @@ import numpy as np
 import tiktoken
 
 from dmhelpers.evaluation.metrics import recall_at_k
-from dmhelpers.questions.qrels import check_question_lists
+from dmhelpers.questions.qrels import check_question_lists, relevance_pairs
 from dmhelpers.rag.answers import build_messages
 from dmhelpers.rag.retriever import as_document
 from dmhelpers.rag.tokens import count_tokens
@@ -36,7 +36,7 @@ def cost_curve(db: VectorStore, questions: Sequence[str], relevance: Sequence[Se
     check_question_lists(questions, relevance, "cost_curve")
     hits = db.search(list(questions), k=ks[-1], deep_memory=deep_memory)
     ranked = [[h.id for h in hs] for hs in hits]
-    relevant = [[cid for cid, s in rel if s > 0] for rel in relevance]
+    relevant = [[cid for cid, s in relevance_pairs(n, rel) if s > 0] for n, rel in enumerate(relevance)]
     recall = recall_at_k(ranked, relevant, ks)
     documents = [[as_document(h) for h in hs] for hs in hits]
     tokens = [[prompt_tokens(build_messages(q, docs[:k]), encoding) for k in ks] for q, docs in zip(questions, documents)]

@@ -13,9 +13,9 @@ from dmhelpers.utils.errors import InputError, check_ks
 
 
 class _Searchable(Protocol):
-    embedding: Any
-
     def __len__(self) -> int: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -38,7 +38,7 @@ def evaluate(store: _Searchable, queries: Sequence[str], positives: list[list[in
         print(f"Recall@k for k = {', '.join(map(str, ks[len(scored_ks):]))} is not computed: the store holds only "
               f"{len(store)} chunks.")
     start = time.perf_counter()
-    vectors = store.embedding.embed(list(queries))
+    vectors = store.embed_queries(list(queries))
     print(f"Embedding queries took {time.perf_counter() - start:.2f} seconds")
     depth = min(max(max(scored_ks), 10), len(store))
     runs = {"without model": vectors}

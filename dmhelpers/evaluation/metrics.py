@@ -18,10 +18,11 @@ def exact_top_k(queries: np.ndarray, corpus: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_at_k(ranked: Sequence[Sequence], relevant: Sequence[Sequence], ks: Sequence[int] = TOP_K) -> dict[str, float]:
-    """Share of each query's relevant items found in its top ``k``, averaged over queries, for each ``k``."""
+    """Share of each query's relevant items found in its top ``k``, averaged over queries, for each ``k`` (an item
+    listed twice in ``relevant`` counts once)."""
     out = {}
     for k in ks:
-        shares = [len(set(r[:k]) & set(rel)) / len(rel) for r, rel in zip(ranked, relevant)]
+        shares = [len(set(r[:k]) & set(rel)) / len(set(rel)) for r, rel in zip(ranked, relevant)]  # each item once
         out[f"recall@{k}"] = float(np.mean(shares)) if shares else 0.0
     return out
 
@@ -41,7 +42,9 @@ def ndcg_at_k(ranked: Sequence[Sequence], relevant: Sequence[Sequence], k: int =
     """Normalised discounted cumulative gain at ``k`` (graded when ``grades`` are given, else binary)."""
     scores = []
     for n, (r, rel) in enumerate(zip(ranked, relevant)):
-        gain = dict(zip(rel, grades[n] if grades is not None else [1.0] * len(rel)))
+        gain: dict = {}
+        for item, g in zip(rel, grades[n] if grades is not None else [1.0] * len(rel)):
+            gain[item] = max(g, gain.get(item, g))  # an item listed twice counts once, with its highest grade
         dcg = sum(gain.get(item, 0.0) / np.log2(i + 2) for i, item in enumerate(r[:k]))
         ideal = sum(g / np.log2(i + 2) for i, g in enumerate(sorted(gain.values(), reverse=True)[:k]))
         scores.append(dcg / ideal if ideal > 0 else 0.0)

@@ -125,13 +125,18 @@ class QuestionCache:
         self.known: dict[tuple[str, str], str] = {}
         self._file = None
         if self.path.exists():
-            for line in self.path.read_text("utf-8", errors="replace").splitlines():
+            # split on "\n" only, as entries are written: str.splitlines() would also split a question or chunk id
+            # at U+2028, U+2029, U+0085 and other separators, and the torn halves would be dropped as unreadable
+            for line in self.path.read_bytes().decode("utf-8", errors="replace").split("\n"):
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line torn by a crash mid-write
                 if isinstance(entry, dict) and entry.get("model") == model and isinstance(entry.get("question"), str):
-                    self.known[(entry.get("chunk_id"), entry.get("text_sha"), entry.get("nth", 0))] = entry["question"]
+                    try:
+                        self.known[(entry.get("chunk_id"), entry.get("text_sha"), entry.get("nth", 0))] = entry["question"]
+                    except TypeError:  # a damaged entry with a list for an id: asked again, like a torn line
+                        continue
 
     @staticmethod
     def check_path(path: str | Path) -> Path:

@@ -4,23 +4,23 @@ in one folder (any ``path`` that is not a ``.db`` file or a Milvus URI).
 Layout of a store folder::
 
     STORE                 pointer {"format": 1, "version": n, "snapshot": "v00000n"}, replaced atomically
-    v00000n/meta.json     embedder name and dimension, index parameters, count, corpus fingerprint
+    v00000n/meta.json     embedder name, dimension and probe vector, index parameters, count, corpus fingerprint
     v00000n/records.jsonl one {"id", "text", "metadata"} per chunk
     v00000n/embeddings.npy the chunks' normalised vectors (float32)
     v00000n/index.bin     the hnswlib graph (cosine)
     .lock                 held while a process writes
 
-A write builds a complete new snapshot folder and only then switches the pointer, so a crash at any
-moment leaves the store holding exactly the last completed write. A write that fails (a full disk, a file-size
-limit) removes its unfinished snapshot and raises a :class:`StoreError` saying the store is unchanged.
+A write builds a complete new snapshot folder, reads it back as a reader will, and only then switches the
+pointer, so a crash at any moment leaves the store holding exactly the last completed write. A write that fails
+(a full disk, a file-size limit, a read-only folder) removes its unfinished snapshot and raises a
+:class:`StoreError` saying the store is unchanged. Old snapshots are removed once no reader is loading them;
+nothing in the folder that the store did not write is ever removed (:mod:`~dmhelpers.store.snapshots`).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import resource
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,12 +33,12 @@ from filelock import FileLock, Timeout
 from dmhelpers.deep_memory.repository import FolderModels
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
 from dmhelpers.store.records import Hit, corpus_fingerprint
+from dmhelpers.store.snapshots import (FORMAT, cause, check_meta, count_records, damaged_version, index_params,
+                                       load_snapshot, open_current, read_pointer, remove_stale, short_write_errno,
+                                       write_records)
 from dmhelpers.store.vector_store import POINTER, VectorStore
 from dmhelpers.utils.errors import InputError, StoreError, StoreLockedError, check_whole
 from dmhelpers.utils.files import atomic_write_json, fsync_dir
-
-FORMAT = 1
-REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(path, overwrite=True)."
 
 
 class HnswlibStore(VectorStore):
@@ -49,7 +49,8 @@ class HnswlibStore(VectorStore):
         embedding: the embedder; ``None`` means the one the store was built with, or
             :class:`LocalEmbeddings` for a new store.
         overwrite: start empty; the old contents are replaced on the first write (not before, so a
-            failed rebuild never loses the old store).
+            failed rebuild never loses the old store). A store whose ``STORE`` pointer or ``meta.json`` is
+            damaged is replaced too (with ``embedding=None``, by :class:`LocalEmbeddings`).
         read_only: open for search only; nothing is ever written.
         M, ef_construction: hnswlib graph parameters, fixed when the index is built.
         ef: hnswlib search breadth (higher is more exact and slower); raised to ``k`` when needed.
@@ -69,8 +70,8 @@ class HnswlibStore(VectorStore):
             raise InputError("overwrite=True and read_only=True contradict each other; choose one.")
         self.path = Path(path)
         self.read_only = read_only
-        self.params = {"M": M, "ef_construction": ef_construction, "random_seed": random_seed}
-        self.ef = ef
+        self.params = index_params(M, ef_construction, random_seed)
+        self.ef = check_whole("ef", ef, 1, "candidates", "Use e.g. ef=100 (higher is more exact and slower).", 100_000)
         self.version = 0
         self._ids: list[str] = []
         self._texts: list[str] = []
@@ -78,30 +79,56 @@ class HnswlibStore(VectorStore):
         self._vectors: np.ndarray | None = None
         self._index: hnswlib.Index | None = None
         self._id_set: set[str] = set()
+        read: list[bool] = []  # whether the pointer and meta were read (so what failed was loading the store)
 
-        on_disk = self._read_pointer()
+        def load(current: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any] | None:
+            read.append(True)
+            return self._open(current, embedding, overwrite)
+
+        try:
+            on_disk = open_current(self.path, load)
+        except StoreError:
+            if not overwrite or read:
+                raise
+            # A damaged pointer or meta is a store to be replaced (every "damaged" message suggests overwrite=True):
+            # the new snapshot is numbered above it, and it is removed only if it is recognisably the store's own.
+            self.version = damaged_version(self.path)
+            self.embedding = embedding if embedding is not None else LocalEmbeddings()
+            on_disk = {"damaged": True}  # not None: there is a store to replace on the first write
         if read_only and on_disk is None:
             raise StoreError(f"No store at {self.path}: read_only=True needs an existing store. "
                              "Build one first with notebook 01, or check STORE_PATH.")
-        if on_disk is not None:
-            meta = self._load_meta(on_disk)
-            self.version = on_disk["version"]
-            self.embedding = embedding if embedding is not None else get_embedding(meta["embedding"])
-            if not overwrite:
-                self._check_embedder(meta["embedding"], meta["dimension"])
-                self.params = meta["index"]
-                self._load_snapshot(on_disk["snapshot"], meta)
-        else:
+        if on_disk is None:
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self.path} is a file, not a store folder. Choose another STORE_PATH.")
             # The lock and snapshot folders a crash in the very first write leaves behind are the store's own.
-            ours = lambda p: re.fullmatch(rf"\.lock|(\.tmp-)?v\d{{6}}|\.{POINTER}\.\w+\.tmp", p.name)  # noqa: E731
-            if self.path.is_dir() and not all(ours(p) for p in self.path.iterdir()) and not overwrite:
+            ours = re.compile(rf"\.lock|(\.tmp-|\.old-)?v\d{{6}}|\.{POINTER}\.\w+\.tmp").fullmatch
+            if self.path.is_dir() and not all(ours(p.name) for p in self.path.iterdir()) and not overwrite:
                 raise StoreError(f"{self.path} is a folder that holds other files but no store. Choose an empty "
                                  "or new folder for STORE_PATH, or pass overwrite=True to build the store there "
                                  "anyway (the other files are left as they are).")
             self.embedding = embedding if embedding is not None else LocalEmbeddings()
         self._overwrite_pending = overwrite and on_disk is not None
+
+    def _open(self, current: tuple[dict[str, Any], dict[str, Any]] | None, embedding: Embedder | None,
+              overwrite: bool) -> dict[str, Any] | None:
+        """Check and load the pinned snapshot ``current`` (pointer, meta); returns the pointer."""
+        if current is None:
+            return None
+        pointer, meta = current
+        self.version = pointer["version"]
+        self.embedding = embedding if embedding is not None else get_embedding(meta["embedding"])
+        if not overwrite:
+            self._check_embedder(meta["embedding"], meta["dimension"], meta.get("probe"))
+            self.params = meta["index"]
+            loaded = load_snapshot(self.path, pointer["snapshot"], meta)
+            records = loaded.records
+            self._ids = [r["id"] for r in records]
+            self._texts = [r["text"] for r in records]
+            self._metadatas = [r["metadata"] for r in records]
+            self._id_set = set(self._ids)
+            self._vectors, self._index = loaded.vectors, loaded.index
+        return pointer
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -134,48 +161,7 @@ class HnswlibStore(VectorStore):
         return corpus_fingerprint(self._ids, self._texts)
 
     def _read_pointer(self) -> dict[str, Any] | None:
-        pointer = self.path / POINTER
-        if not pointer.exists():
-            return None
-        try:
-            data = json.loads(pointer.read_text())
-            if data.get("format") != FORMAT or not isinstance(data.get("version"), int):
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            return data
-        except (OSError, ValueError, AttributeError) as exc:
-            raise StoreError(f"The store at {self.path} has an unreadable {POINTER} file ({exc}). {REBUILD_HINT}") from exc
-
-    def _load_meta(self, pointer: dict[str, Any]) -> dict[str, Any]:
-        meta_path = self.path / pointer["snapshot"] / "meta.json"
-        try:
-            return json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"The store at {self.path} is damaged: {meta_path.name} in {pointer['snapshot']} "
-                             f"cannot be read ({exc}). {REBUILD_HINT}") from exc
-
-    def _load_snapshot(self, snapshot: str, meta: dict[str, Any]) -> None:
-        folder = self.path / snapshot
-        try:
-            records = [json.loads(line) for line in (folder / "records.jsonl").read_text("utf-8").splitlines()]
-            vectors = np.load(folder / "embeddings.npy", allow_pickle=False)
-            index = hnswlib.Index(space="cosine", dim=meta["dimension"])
-            index_file = folder / "index.bin"
-            if records:
-                if not index_file.exists():
-                    raise FileNotFoundError(f"{index_file.name} is missing")
-                index.load_index(str(index_file), max_elements=len(records))
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise StoreError(f"The store at {self.path} is damaged: {exc}. {REBUILD_HINT}") from exc
-        counts = {"records": len(records), "embeddings": len(vectors), "index": index.get_current_count() if records else 0}
-        if len(set(counts.values())) != 1 or counts["records"] != meta["count"]:
-            raise StoreError(f"The store at {self.path} is damaged: its files disagree ({counts}, meta says "
-                             f"{meta['count']}). {REBUILD_HINT}")
-        self._ids = [r["id"] for r in records]
-        self._texts = [r["text"] for r in records]
-        self._metadatas = [r["metadata"] for r in records]
-        self._id_set = set(self._ids)
-        self._vectors = vectors.astype(np.float32, copy=False)
-        self._index = index if records else None
+        return read_pointer(self.path)
 
     @property
     def folder(self) -> Path:
@@ -204,8 +190,11 @@ class HnswlibStore(VectorStore):
         k = check_whole("k", k, 1, "chunks", "Use e.g. k=10.")
         k = min(int(k), len(self))
         self._index.set_ef(max(self.ef, k))
-        labels, distances = self._index.knn_query(np.asarray(vectors, dtype=np.float32), k=k)
+        labels, distances = self._index.knn_query(vectors, k=k)  # checked before hnswlib (VectorStore wraps knn)
         return labels.astype(np.int64), 1.0 - distances
+
+    def _dimension(self) -> int:
+        return int(self._vectors.shape[1]) if self._vectors is not None else super()._dimension()
 
     # ------------------------------------------------------------------ writing
     def _existing_ids(self, texts: list[str], ids: Sequence[str] | None) -> set[str]:
@@ -224,9 +213,18 @@ class HnswlibStore(VectorStore):
         except Timeout as exc:
             raise StoreLockedError(f"The store at {self.path} is locked: another process is writing to it. Wait "
                                    "for it to finish, or use another STORE_PATH.") from exc
+        except OSError as exc:  # a read-only folder, or one this user may not write to
+            what, fix = cause(exc, self.path)
+            raise StoreError(f"Cannot write to the store at {self.path} ({what}). The store is unchanged. "
+                             f"{fix}") from exc
         try:
-            on_disk = self._read_pointer()
-            disk_version = on_disk["version"] if on_disk else 0
+            try:
+                on_disk = self._read_pointer()
+                disk_version = on_disk["version"] if on_disk else 0
+            except StoreError:
+                if not self._overwrite_pending:
+                    raise
+                on_disk, disk_version = None, damaged_version(self.path)  # a damaged store, being replaced
             if disk_version != self.version:
                 raise StoreError(f"The store at {self.path} changed on disk since it was opened (another process "
                                  "wrote to it). Reopen it and add again.")
@@ -244,13 +242,13 @@ class HnswlibStore(VectorStore):
                 atomic_write_json(self.path / POINTER, {"format": FORMAT, "version": version, "snapshot": snapshot})
             except OSError as exc:
                 shutil.rmtree(self.path / snapshot, ignore_errors=True)  # finished but never pointed to
+                what, fix = cause(exc, self.path)
                 raise StoreError(
-                    f"Writing the store at {self.path} failed ({_cause(exc, self.path)}). The store is "
-                    f"unchanged: it still holds its {len(self)} chunks, and the unfinished snapshot was removed. "
-                    "Free disk space or raise the limit, then add the texts again.") from exc
+                    f"Writing the store at {self.path} failed ({what}). The store is unchanged: it still holds its "
+                    f"{len(self)} chunks, and the unfinished snapshot was removed. {fix}") from exc
             fsync_dir(self.path)
             self.version = version
-            self._remove_stale_snapshots()
+            remove_stale(self.path, snapshot)
         finally:
             lock.release()
         self._ids, self._texts, self._metadatas = all_ids, all_texts, all_metas
@@ -275,48 +273,46 @@ class HnswlibStore(VectorStore):
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir()
-            with open(tmp / "records.jsonl", "w", encoding="utf-8") as f:
-                for i, t, m in zip(ids, texts, metas):
-                    f.write(json.dumps({"id": i, "text": t, "metadata": m}, ensure_ascii=False) + "\n")
+            write_records(tmp / "records.jsonl", ids, texts, metas)
             np.save(tmp / "embeddings.npy", vectors, allow_pickle=False)
             index.save_index(str(tmp / "index.bin"))
-            written = (tmp / "index.bin").stat().st_size
-            if written != index.index_file_size():  # hnswlib does not report a failed write: check its size
-                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG),
-                              f"index.bin: {written} of {index.index_file_size()} bytes written")
+            written, size = (tmp / "index.bin").stat().st_size, index.index_file_size()
+            if written != size:  # hnswlib does not report a failed write: check its size
+                code = short_write_errno(tmp, size - written)
+                raise OSError(code, os.strerror(code), f"index.bin: {written} of {size} bytes written")
             meta = {"format": FORMAT, "embedding": self.embedding.name, "dimension": int(vectors.shape[1]),
                     "count": len(ids), "index": self.params, "fingerprint": corpus_fingerprint(ids, texts)}
+            probe = self._probe()
+            if probe is not None:
+                meta["probe"] = probe
             atomic_write_json(tmp / "meta.json", meta)
             fsync_dir(tmp)
-        except BaseException:
+            self._read_back(tmp, ids, meta)
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, ValueError):  # what the reader could not read is never committed
+                raise StoreError(f"Writing the store at {self.path} failed: the new snapshot would not read back "
+                                 f"({exc}). The store is unchanged: it still holds its {len(self)} chunks. Report "
+                                 "this as a bug, with the texts and metadata that were added.") from exc
             raise
         shutil.rmtree(self.path / snapshot, ignore_errors=True)  # left by a crash after a rename, never current
         tmp.rename(self.path / snapshot)
 
-    def _remove_stale_snapshots(self) -> None:
-        """Delete snapshot folders left behind by crashed writes (never the current one)."""
-        current = f"v{self.version:06d}"
-        for p in self.path.iterdir():
-            if p.is_dir() and (p.name.startswith(".tmp-v") or (p.name.startswith("v") and p.name != current
-                                                               and p.name[1:].isdigit())):
-                shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file() and p.name.startswith(f".{POINTER}.") and p.name.endswith(".tmp"):  # a torn pointer write
-                p.unlink(missing_ok=True)
-
-
-def _cause(exc: OSError, folder: Path) -> str:
-    """What an operating-system error on write most likely means, in words. Some writers (NumPy's, on a short
-    write) raise without an errno, so the limits are checked too."""
-    code = exc.errno
-    if code is None:
-        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if limit != resource.RLIM_INFINITY:
-            code = errno.EFBIG
-        elif shutil.disk_usage(folder).free < 2**20:
-            code = errno.ENOSPC
-    causes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-              errno.EFBIG: "a file reached the file-size limit (ulimit -f)"}
-    if code in causes:
-        return f"{os.strerror(code)}: {causes[code]}"
-    return f"{exc.strerror or exc} ({type(exc).__name__})"
+    def _read_back(self, tmp: Path, ids: list[str], meta: dict[str, Any]) -> None:
+        """Check the new snapshot reads back as a reader will read it, before anything points to it."""
+        # Each ValueError says only what failed to read back: the store itself is not damaged, so no rebuild hint.
+        rows = count_records(tmp / "records.jsonl")
+        if rows != len(ids):
+            raise ValueError(f"records.jsonl reads as {rows} records, not {len(ids)}")
+        try:
+            back = json.loads((tmp / "meta.json").read_text("utf-8"))
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ValueError(f"meta.json does not read back as JSON ({exc})") from exc
+        problem = check_meta(back)
+        if problem or back != meta:
+            raise ValueError(f"meta.json reads back {f'as not valid ({problem})' if problem else 'changed'}")
+        stored = np.load(tmp / "embeddings.npy", mmap_mode="r")  # the header only
+        shape = stored.shape
+        del stored
+        if shape != (len(ids), meta["dimension"]):
+            raise ValueError(f"embeddings.npy reads back with shape {shape}, not {(len(ids), meta['dimension'])}")

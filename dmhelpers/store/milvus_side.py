@@ -42,6 +42,17 @@ def quote(key: str) -> str:
     return f'"{key}"'
 
 
+ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def literal(value: str) -> str:
+    """Any string as a Milvus filter-expression literal (an id a user chose, say). A backslash, a double quote, a
+    line feed, a carriage return and a tab are escaped, the escapes that both Milvus Lite's parser and Milvus's
+    (Go's ``strconv.Unquote``) read back; every other character, other controls and line separators included,
+    stands as itself, which both take (``\\u`` and ``\\x`` escapes are refused by Milvus Lite)."""
+    return '"' + "".join(ESCAPES.get(ch, ch) for ch in value) + '"'
+
+
 class SideCollection:
     """Keyed byte values in ``<collection>__dm``, created on the first write. ``call`` runs one client call and
     turns a failure into a :class:`~dmhelpers.utils.errors.StoreError` naming the server."""
@@ -84,13 +95,17 @@ class SideCollection:
         head = self.head(key)
         if head is None:
             raise FileNotFoundError(key)
-        names = [f"{key}@{head['gen']}/{i}" for i in range(head["parts"])]
+        try:
+            names = [f"{key}@{head['gen']}/{i}" for i in range(int(head["parts"]))]
+            digest = str(head["sha256"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the head of {key!r} in {self.name} is damaged ({exc!r})") from exc
         parts = {}
         for start in range(0, len(names), 500):
             batch = ", ".join(quote(n) for n in names[start:start + 500])
             parts.update({r["key"]: r["data"] for r in self._rows(f"key in [{batch}]", ["key", "data"])})
         data = b"".join(base64.b64decode(parts.get(n, "")) for n in names)
-        if len(parts) != len(names) or hashlib.sha256(data).hexdigest() != head["sha256"]:
+        if len(parts) != len(names) or hashlib.sha256(data).hexdigest() != digest:
             raise ValueError(f"the value of {key!r} in {self.name} is incomplete or damaged")
         return data
 
@@ -132,16 +147,24 @@ class SideCollection:
         that both saw it free both write; the later write wins and only its writer reads back its own token.
         """
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        held = self.read_json("lock")
-        if held and held.get("owner") and held["expires"] > time.time() and not _dead(held["owner"]):
+        held = self._lease()
+        if held.get("owner") and held.get("expires", 0) > time.time() and not _dead(str(held["owner"])):
             self._locked(where, held)
         self.renew(owner)
         time.sleep(0.3)
-        held = self.read_json("lock")
-        if not held or held.get("owner") != owner:
-            self._locked(where, held or {})
+        held = self._lease()
+        if held.get("owner") != owner:
+            self._locked(where, held)
         _WRITING.add(owner)
         return owner
+
+    def _lease(self) -> dict[str, Any]:
+        """The writer lease as stored; an unreadable one counts as free (the next lease replaces it)."""
+        try:
+            held = self.read_json("lock")
+        except ValueError:
+            return {}
+        return held if isinstance(held, dict) and isinstance(held.get("expires", 0), (int, float)) else {}
 
     def renew(self, owner: str) -> None:
         self.write_json("lock", {"owner": owner, "expires": time.time() + LEASE_S})

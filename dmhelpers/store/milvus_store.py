@@ -19,7 +19,6 @@ corpus once and never rewrites the collection.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import time
@@ -28,22 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import MilvusException
+from pymilvus import MilvusClient
 
 from dmhelpers.embeddings import Embedder, LocalEmbeddings, get_embedding
-from dmhelpers.store.milvus_connection import Connection, side_folder
-from dmhelpers.store.milvus_side import LEASE_S, SUFFIX, MilvusModels, SideCollection
+from dmhelpers.store.milvus_connection import REBUILD_HINT, Connection, check_lite_manifests, mask_uri, side_folder
+from dmhelpers.store.milvus_schema import (TOP_K_LIMIT, check_limits, create_chunks, flush_quietly, generations,
+                                          point_alias, stamp_version, stamped_version, undo_quietly)
+from dmhelpers.store.milvus_side import LEASE_S, SUFFIX, MilvusModels, SideCollection, literal
 from dmhelpers.store.records import Hit, corpus_fingerprint, text_id
 from dmhelpers.store.vector_store import VectorStore
 from dmhelpers.utils.errors import InputError, StoreError, check_whole
 
 FORMAT = 1
-TEXT_BYTES, ID_BYTES, METADATA_BYTES = 65_535, 64, 65_536  # Milvus's VARCHAR and JSON limits in this schema
-TOP_K_LIMIT = 16_384  # Milvus's largest k
 INSERT_BYTES = 16 * 2**20  # rows per insert call are kept under this (gRPC messages are limited to 64 MiB)
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
-REBUILD_HINT = "Rebuild it with notebook 01 (OVERWRITE = True) or VectorStore(uri, overwrite=True)."
+RECORD_KEYS = ("physical", "generation", "embedding", "dimension", "index", "count", "version", "fingerprint")
 
 
 class MilvusStore(VectorStore):
@@ -73,9 +71,9 @@ class MilvusStore(VectorStore):
         if consistency not in ("Strong", "Bounded", "Session", "Eventually"):
             raise InputError(f"consistency must be 'Strong', 'Bounded', 'Session' or 'Eventually', got {consistency!r}. "
                              "Use 'Strong' (the default) unless you know the trade-off (docs/milvus.md).")
-        self.path, self.collection, self.read_only, self.ef = str(path), collection, read_only, ef
+        self.path, self.collection, self.read_only, self.ef = mask_uri(str(path)), collection, read_only, ef
         self.lite = not self.path.startswith(("http://", "https://"))
-        self.uri = str(Path(self.path).expanduser().resolve()) if self.lite else self.path
+        self.uri = str(Path(self.path).expanduser().resolve()) if self.lite else str(path)  # path: no password
         self.where = f"{self.path} (collection {collection!r})"
         self._folder = Path(folder).expanduser() if folder is not None else side_folder(self.path, collection)
         self.params = {"M": M, "ef_construction": ef_construction}
@@ -86,8 +84,13 @@ class MilvusStore(VectorStore):
                              "with notebook 01, or check STORE_PATH.")
         if self.lite and not read_only:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        if self.lite:  # before Milvus Lite opens the file: it would fall back to older manifests, and prune
+            check_lite_manifests(Path(self.uri), self.path, collection)
+        again = f"{self.path!r}" + (f", collection={collection!r}" if collection != "chunks" else "")
         self.connection = Connection(self.path, self.uri, self.lite,
-                                     token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout)
+                                     token if token is not None else os.environ.get("MILVUS_TOKEN", ""), timeout,
+                                     closed=f"The store {self.where} is closed (db.close() let go of it). Open it "
+                                            f"again with VectorStore({again}).")
         self.side = SideCollection(self.client, collection + SUFFIX, self._call)
         try:
             self._open(embedding, overwrite)
@@ -96,14 +99,13 @@ class MilvusStore(VectorStore):
             raise
 
     def _open(self, embedding: Embedder | None, overwrite: bool) -> None:
-        """Read the store's record and check it against the arguments (no write)."""
+        """Read the store's record and check it against the arguments (no write). With ``overwrite``, a damaged
+        record or a missing collection is no obstacle: the first write replaces them (see :meth:`_stand_in`)."""
         read_only, collection = self.read_only, self.collection
-        try:
-            record = self.side.read_json("store")
-        except ValueError as exc:
-            raise StoreError(f"The store {self.where} is damaged: its record cannot be read ({exc}). "
-                             f"{REBUILD_HINT}") from exc
-        self._record = record
+        self._record = record = self._read_record(overwrite)
+        if record is not None and overwrite and not record.get("stand_in") and not self._call(
+                "list collections", self.client.has_collection, record["physical"]):
+            self._record = record = self._stand_in(record)
         if record is None:
             if read_only:
                 raise StoreError(f"No store {self.where}: read_only=True needs an existing store. Build one first "
@@ -112,26 +114,65 @@ class MilvusStore(VectorStore):
                 raise StoreError(f"{self.where} already holds a collection {collection!r} that this package did "
                                  "not make (it has no record). Choose another collection= name, or drop that one.")
             self.embedding = embedding if embedding is not None else LocalEmbeddings()
+        elif record.get("stand_in"):
+            self.embedding = embedding if embedding is not None else LocalEmbeddings()
         else:
-            if record.get("format") != FORMAT:
-                raise StoreError(f"The store {self.where} has a record of unknown format {record.get('format')!r}. "
-                                 f"{REBUILD_HINT}")
             self.embedding = embedding if embedding is not None else get_embedding(record["embedding"])
             if not overwrite:
-                self._check_embedder(record["embedding"], record["dimension"])
+                self._check_embedder(record["embedding"], record["dimension"], record.get("probe"), embedding is None)
                 self.params = record["index"]
             if not self._call("list collections", self.client.has_collection, record["physical"]):
                 raise StoreError(f"The store {self.where} is damaged: its collection {record['physical']!r} is "
                                  f"missing. {REBUILD_HINT}")
-            self._call("load the collection", self.client.load_collection, record["physical"])
+            if not overwrite:  # the old rows are never read once overwrite=True
+                self._check_stamp(record)
+                self._call("load the collection", self.client.load_collection, record["physical"])
         self._overwrite_pending = overwrite and record is not None
+
+    def _read_record(self, overwrite: bool = False) -> dict[str, Any] | None:
+        """The store's record as it is now (None if there is none). One that is damaged or of another format is a
+        StoreError; with ``overwrite``, a stand-in (:meth:`_stand_in`), since the first write replaces it."""
+        record: Any = None
+        try:
+            record = self.side.read_json("store")
+            if isinstance(record, dict) and record.get("format") != FORMAT:
+                problem = f"its record has an unknown format {record.get('format')!r}"
+            elif record is not None and not (isinstance(record, dict) and all(k in record for k in RECORD_KEYS)):
+                raise ValueError(f"it lacks {[k for k in RECORD_KEYS if k not in dict(record or {})]}")
+            else:
+                problem = ""
+        except (ValueError, TypeError) as exc:
+            problem = f"its record cannot be read ({exc})"
+        if not problem:
+            return record
+        if overwrite:
+            return self._stand_in(record)
+        raise StoreError(f"The store {self.where} is damaged: {problem}. {REBUILD_HINT}")
+
+    def _check_stamp(self, record: dict[str, Any]) -> None:
+        """Refuse a record older than the write its chunks collection last saw (:func:`stamp_version`): the side
+        collection lost writes, and the next write would delete the rows of the lost ones."""
+        stamp = stamped_version(self.client, self._call, record["physical"])
+        if stamp > record["version"] and stamp > (self._read_record() or {}).get("version", 0):  # not a new commit
+            raise StoreError(f"The store {self.where} is damaged: its record is of version {record['version']} but "
+                             f"its chunks collection was written by version {stamp}, so its side collection "
+                             f"{self.side.name!r} lost its last writes. {REBUILD_HINT}")
+
+    def _stand_in(self, record: Any) -> dict[str, Any]:
+        """What overwrite=True replaces when the record is damaged or its collection gone: the newest chunks
+        collection there is (dropped once the new one is committed) and the record's version, if readable."""
+        found = generations(self.client, self._call, self.collection)
+        version = record.get("version") if isinstance(record, dict) else 0
+        return {"stand_in": True, "physical": found[-1][1] if found else None, "generation": max([0, *dict(found)]),
+                "version": version if isinstance(version, int) else 0, "count": 0, "fingerprint": ""}
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.connection.call(what, fn, *args, **kwargs)
 
     @property
     def client(self) -> MilvusClient:
-        return self.connection.client
+        """The client; a :class:`StoreError` after :meth:`close`."""
+        return self.connection.open_client()
 
     def close(self) -> None:
         """Let go of the connection; for Milvus Lite, of the file too once no store of this process has it open,
@@ -174,6 +215,7 @@ class MilvusStore(VectorStore):
         """One column of every committed row, in row order, read once (``seq`` ranges of 4,000 rows)."""
         if len(self) == 0:
             return []
+        self.connection.open_client()  # a closed store says so, even for columns already read
         if name not in self._rows:
             field = {"ids": "id", "texts": "text", "metadatas": "metadata", "vectors": "vector"}[name]
             values: list[Any] = [None] * len(self)
@@ -205,8 +247,8 @@ class MilvusStore(VectorStore):
 
     @property
     def embeddings(self) -> np.ndarray:
+        rows = self._column("vectors")
         if "array" not in self._rows:
-            rows = self._column("vectors")
             self._rows["array"] = np.asarray(rows, dtype=np.float32).reshape(len(rows), self.embedding.dimension)
             self._rows["array"].flags.writeable = False
         return self._rows["array"]
@@ -249,25 +291,16 @@ class MilvusStore(VectorStore):
     def _validate(self, texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | None,
                   ids: Sequence[str] | None) -> tuple[list[str], list[dict[str, Any]], list[str]]:
         texts, metadatas, ids = super()._validate(texts, metadatas, ids)
-        for n, (t, i, m) in enumerate(zip(texts, ids, metadatas)):
-            if len(t.encode("utf-8")) > TEXT_BYTES:
-                raise InputError(f"Text {n} is {len(t.encode('utf-8')):,} bytes long: a Milvus store holds at most "
-                                 f"{TEXT_BYTES:,} bytes per chunk. Split it (a smaller CHUNK_SIZE), then add again.")
-            if len(i.encode("utf-8")) > ID_BYTES:
-                raise InputError(f"Id {n} ({i[:20]!r}...) is longer than {ID_BYTES} bytes, Milvus's limit for this "
-                                 "store's ids. Use shorter ids, or ids=None to generate them.")
-            if len(json.dumps(m, ensure_ascii=False).encode("utf-8")) > METADATA_BYTES:
-                raise InputError(f"Metadata {n} is over {METADATA_BYTES:,} bytes as JSON, Milvus's limit. Keep large "
-                                 "values elsewhere and store a reference.")
+        check_limits(texts, metadatas, ids)
         return texts, metadatas, ids
 
     def _check_current(self) -> dict[str, Any] | None:
         """The record as it is now, or a :class:`StoreError` if another writer changed it since this opened it."""
-        record = self.side.read_json("store")
+        record = self._read_record(self._overwrite_pending)
         if (record["version"] if record else 0) != self.version:
             raise StoreError(f"The store {self.where} changed since it was opened (another process wrote to it). "
                              "Reopen it and add again.")
-        return record
+        return self._record if self._record and self._record.get("stand_in") else record
 
     def _existing_ids(self, texts: list[str], ids: Sequence[str] | None) -> set[str]:
         self._check_current()
@@ -276,12 +309,13 @@ class MilvusStore(VectorStore):
         wanted = sorted(set(ids) if ids is not None else {text_id(t) for t in texts})
         found: set[str] = set()
         for start in range(0, len(wanted), 500):
-            exprs = ", ".join(_literal(i) for i in wanted[start:start + 500])
+            exprs = ", ".join(literal(i) for i in wanted[start:start + 500])
             found |= self._ids_where(f"id in [{exprs}]")
         if ids is None:  # the same text again gets "<hash>-2", "-3", ...: find the suffixes taken
             bases = sorted(found)
             for start in range(0, len(bases), 100):
-                found |= self._ids_where(" or ".join(f'id like "{b}-%"' for b in bases[start:start + 100]))
+                found |= self._ids_where(" or ".join(f"id like {literal(b + '-%')}"
+                                                    for b in bases[start:start + 100]))
         return found
 
     def _ids_where(self, expr: str) -> set[str]:
@@ -308,20 +342,22 @@ class MilvusStore(VectorStore):
                 previous = "" if fresh else record["fingerprint"]
                 batch = corpus_fingerprint(ids, texts)
                 new = {"format": FORMAT, "physical": physical, "generation": generation,
-                       "embedding": self.embedding.name, "dimension": int(vectors.shape[1]), "index": self.params,
+                       "embedding": self.embedding.name, "probe": self._probe(),
+                       "dimension": int(vectors.shape[1]), "index": self.params,
                        "count": start + len(ids), "version": self.version + 1, "metric": "COSINE",
                        "fingerprint": batch if not previous else
                        hashlib.sha256(f"{previous}:{batch}".encode()).hexdigest()[:16]}
                 self.side.write_json("store", new)  # the commit point
             except Exception as exc:
-                self._undo(physical, fresh, start)
+                undo_quietly(self.client, physical, fresh, start)
                 raise StoreError(f"Adding {len(ids)} chunks to the store {self.where} failed: {exc}. The store is "
                                  f"unchanged: it still holds its {len(self)} chunks (rows of this write that reached "
                                  "Milvus are never searched and are removed by the next write). Fix the cause, then "
                                  "add the texts again.") from exc
-            self._flush(physical)
+            flush_quietly(self.client, physical)
+            stamp_version(self.client, physical, new["version"])
             if fresh:
-                self._point_alias(physical, record)
+                point_alias(self.client, self.collection, physical, record and record["physical"])
         finally:
             self.side.unlock(owner)
         if not fresh and self._rows:
@@ -334,17 +370,7 @@ class MilvusStore(VectorStore):
         self._record, self._overwrite_pending = new, False
 
     def _create(self, physical: str, dim: int) -> None:
-        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_BYTES)
-        schema.add_field("seq", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_BYTES)
-        schema.add_field("metadata", DataType.JSON)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        index = self.client.prepare_index_params()
-        index.add_index("vector", index_type="HNSW", metric_type="COSINE",
-                        params={"M": self.params["M"], "efConstruction": self.params["ef_construction"]})
-        self._call("create the collection", self.client.create_collection, physical, schema=schema,
-                   index_params=index, consistency_level="Strong")
+        create_chunks(self.client, self._call, physical, dim, self.params)
 
     def _insert(self, physical: str, start: int, texts: list[str], metadatas: list[dict[str, Any]], ids: list[str],
                 vectors: np.ndarray, owner: str | None) -> None:
@@ -359,39 +385,3 @@ class MilvusStore(VectorStore):
                 if owner and time.monotonic() - renewed > LEASE_S / 3:
                     self.side.renew(owner)
                     renewed = time.monotonic()
-
-    def _flush(self, physical: str) -> None:
-        """Seal the new rows, so they get the HNSW index: rows left growing are searched by brute force (in Milvus
-        Lite about 50x slower, in the writing process). Best effort: the rows are committed either way, and a server
-        may rate-limit flushes."""
-        try:
-            self.client.flush(physical)
-        except MilvusException:
-            pass
-
-    def _undo(self, physical: str, fresh: bool, start: int) -> None:
-        """Best effort after a failed write; what it cannot remove is invisible and the next write removes it."""
-        try:
-            if fresh:
-                self.client.drop_collection(physical)
-            else:
-                self.client.delete(physical, filter=f"seq >= {start}")
-        except Exception:  # noqa: BLE001 - the server may be gone; the record still names the old rows
-            pass
-
-    def _point_alias(self, physical: str, old: dict[str, Any] | None) -> None:
-        """Let other clients find the new generation under the store's name, then drop the old one."""
-        try:
-            if old is not None and self.collection in self.client.list_aliases(old["physical"]).get("aliases", []):
-                self.client.alter_alias(physical, self.collection)
-            else:
-                self.client.create_alias(physical, self.collection)
-            if old is not None and old["physical"] != physical:
-                self.client.drop_collection(old["physical"])
-        except MilvusException:  # the record already names the new generation; the next overwrite retries
-            pass
-
-
-def _literal(value: str) -> str:
-    """A string as a Milvus expression literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

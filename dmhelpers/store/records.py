@@ -74,6 +74,10 @@ def check_records(texts: Sequence[str], metadatas: Sequence[dict[str, Any]] | No
                 exc) else "use strings (valid UTF-8, no lone surrogates), numbers, lists and dicts"
             raise InputError(f"Metadata {i} cannot be stored as JSON ({exc}). Fix it: {why}.") from exc
     if ids is not None:
+        if isinstance(ids, (str, bytes, dict)):
+            raise InputError(f"ids must be a list with one string per text, got a single {type(ids).__name__} "
+                             f"{ids!r:.40}. Pass e.g. ids=['chunk-1', ...] (ids=[{ids!r:.40}] for one text), or "
+                             "ids=None to generate them.")
         ids = list(ids)
         if len(ids) != len(texts):
             raise InputError(f"Got {len(texts)} texts but {len(ids)} ids; pass one id per text, or ids=None.")

@@ -10,13 +10,19 @@ cosine similarity, and give Deep Memory the same small interface
 evaluation and retrievers behave the same on either. ``db.folder`` is a local folder that belongs to the store,
 for the files the notebooks keep beside it (questions, LLM caches).
 
+Both record the embedder's name, dimension and its vector of a fixed probe sentence, and refuse another model on
+open; both get their vectors checked here: the embedder's (one finite, non-zero vector per text, stored as unit
+vectors) and the query vectors of ``knn``/``search_vectors`` (2-D, the store's width, finite), before any index.
+
 This module holds what both backends share; :mod:`~dmhelpers.store.hnsw_store` and
 :mod:`~dmhelpers.store.milvus_store` hold what differs.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,7 @@ import numpy as np
 
 from dmhelpers.deep_memory.jobs import DeepMemory
 from dmhelpers.deep_memory.repository import ModelRepository
-from dmhelpers.embeddings import Embedder
+from dmhelpers.embeddings import Embedder, LocalEmbeddings, check_embedder
 from dmhelpers.rag.retriever import make_retriever
 from dmhelpers.store.records import Hit, assign_ids, check_records
 from dmhelpers.utils.errors import InputError, StoreError
@@ -33,6 +39,8 @@ __all__ = ["Hit", "VectorStore", "backend_of"]
 
 
 POINTER = "STORE"  # the file naming an hnswlib store folder's current snapshot
+PROBE = "Deep Memory checks its embedder: how do I read the rows of a CSV file in Python?"
+PROBE_MIN_COSINE = 0.99  # the same model on another machine gives ~1.0; another model far less
 
 
 def backend_of(path: Any) -> str:
@@ -75,11 +83,23 @@ class VectorStore:
     embedding: Embedder
     _deep_memory: DeepMemory | None = None  # made on first use; reset when the corpus changes
 
+    _probe_pending: list[float] | None = None  # a recorded probe still to compare with the store's embedder
+    _probe_vector: list[float] | None = None
+
     def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> VectorStore:
         if cls is VectorStore:
             name = backend_of(path)
             cls = next(c for c in VectorStore.__subclasses__() if c.backend == name)
+        check_embedder(args[0] if args else kwargs.get("embedding"))
         return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's ``knn`` and ``search_vectors`` get their query vectors checked here first
+        (:meth:`_check_queries`), so no backend ever sees vectors of the wrong shape."""
+        super().__init_subclass__(**kwargs)
+        for name in ("knn", "search_vectors"):
+            if name in cls.__dict__:
+                setattr(cls, name, _checking_queries(cls.__dict__[name]))
 
     # ------------------------------------------------------------------ what each backend provides
     def __len__(self) -> int:
@@ -165,7 +185,7 @@ class VectorStore:
         queries = [query] if single else list(query) if isinstance(query, (list, tuple)) else []
         if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise InputError("search() needs a non-empty question or a list of non-empty questions.")
-        vectors = self.embedding.embed(queries)
+        vectors = self.embed_queries(queries)
         if deep_memory:
             vectors = self.deep_memory.transform(vectors)
         hits = self.search_vectors(vectors, k)
@@ -179,8 +199,7 @@ class VectorStore:
                   ids: Sequence[str] | None = None) -> list[str]:
         """Embed and add ``texts``; returns their ids (content hashes when ``ids`` is None)."""
         texts, metadatas, ids = self._validate(texts, metadatas, ids)
-        vectors = self.embedding.embed(texts)
-        self._check_vectors(vectors, len(texts))
+        vectors = self._embed(texts, "text")
         self._commit(texts, metadatas, ids, vectors)
         self._deep_memory = None  # the corpus changed: models are re-checked against it
         return ids
@@ -204,14 +223,94 @@ class VectorStore:
         texts, metadatas, ids = check_records(texts, metadatas, ids)
         return texts, metadatas, assign_ids(texts, ids, self._existing_ids(texts, ids))
 
-    def _check_vectors(self, vectors: np.ndarray, n: int) -> None:
-        if vectors.shape != (n, self.embedding.dimension) or not np.isfinite(vectors).all():
-            raise StoreError(f"The embedder returned vectors of shape {vectors.shape}, expected "
-                             f"{(n, self.embedding.dimension)} finite values. Fix its embed() (one vector "
-                             "of its dimension per text, no NaN), or use another embedder.")
+    def _embedder(self) -> str:
+        """The embedder in words for messages: its repr, or its class and name when the repr says nothing."""
+        e = self.embedding
+        return repr(e) if type(e).__repr__ is not object.__repr__ else f"{type(e).__name__}({e.name!r})"
 
-    def _check_embedder(self, name: str, dim: int) -> None:
-        """Refuse an embedder other than the one the stored vectors were made with."""
+    def _dimension(self) -> int:
+        """The width of the store's vectors."""
+        return self.embedding.dimension
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Questions embedded with the store's embedder, checked against the store first, as unit vectors
+        (what :meth:`search`, Deep Memory training and evaluation search with)."""
+        return self._embed(list(texts), "question")
+
+    def _embed(self, texts: list[str], what: str) -> np.ndarray:
+        """``texts`` embedded with the store's embedder (checked against the store first), as unit vectors."""
+        if self._probe_pending is not None:
+            self._compare_probe(self._probe_pending)  # raises, every time, for another model
+            self._probe_pending = None
+        return self._check_vectors(self.embedding.embed(texts), len(texts), what)
+
+    def _check_vectors(self, vectors: Any, n: int, what: str = "text") -> np.ndarray:
+        """The embedder's output as ``(n, dimension)`` float32 unit vectors, or a :class:`StoreError`: it must be
+        an array (or array-like) of finite numbers, one vector per text, none all zeros."""
+        try:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"The embedder {self._embedder()} returned something that is not an array of numbers "
+                             f"({exc}). Fix its embed() (one vector of its dimension per {what}), or use another "
+                             "embedder.") from exc
+        if vectors.shape != (n, self._dimension()) or not np.isfinite(vectors).all():
+            raise StoreError(f"The embedder returned vectors of shape {vectors.shape}, expected "
+                             f"{(n, self._dimension())} finite values. Fix its embed() (one vector "
+                             "of its dimension per text, no NaN), or use another embedder.")
+        norms = np.linalg.norm(vectors, axis=1)
+        zero = np.flatnonzero(norms < 1e-6)
+        if zero.size:
+            raise StoreError(f"The embedder {self._embedder()} returned an all-zero vector for {what} {zero[0]} "
+                             f"({zero.size} of {n} such): a zero vector has no direction, so cosine search cannot "
+                             f"rank it. Fix its embed(), or drop or reword that {what}.")
+        return vectors / norms[:, None]  # the store is cosine: unit vectors, whatever the embedder returned
+
+    def _check_queries(self, vectors: Any) -> np.ndarray:
+        """Query vectors for ``knn``/``search_vectors`` as a ``(n, dimension)`` float32 array of finite numbers,
+        or an :class:`InputError` before any index sees them."""
+        dim = self._dimension()
+        try:
+            array = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Query vectors must be an array of numbers of shape (n, {dim}) ({exc}). Embed the "
+                             "questions with db.embed_queries([...]).") from exc
+        if array.ndim != 2 or array.shape[1] != dim or not np.isfinite(array).all():
+            raise InputError(f"Query vectors must be a 2-D array of shape (n, {dim}) of finite numbers (this store's "
+                             f"dimension), got shape {array.shape}{'' if np.isfinite(array).all() else ' with NaN'}. "
+                             f"Embed the questions with this store's embedder ({self._embedder()}); a single vector "
+                             "v is v[None, :].")
+        return array
+
+    def _probe(self) -> list[float] | None:
+        """The embedder's vector of :data:`PROBE`, rounded (recorded with the store), or ``None`` when the
+        embedder cannot embed it (an embedder for one kind of text only)."""
+        if self._probe_vector is None:
+            try:
+                vector = self._check_vectors(self.embedding.embed([PROBE]), 1)[0]
+            except Exception:  # noqa: BLE001 - a probe is a check on top; without one, names are compared
+                return None
+            self._probe_vector = [round(float(x), 4) for x in vector]
+        return self._probe_vector
+
+    def _compare_probe(self, recorded: list[float]) -> None:
+        mine = self._probe()
+        if mine is None:
+            return  # an embedder that cannot embed the probe: its vectors are checked when they are used
+        a, b = np.asarray(recorded, dtype=np.float64), np.asarray(mine, dtype=np.float64)
+        cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+        if cosine < PROBE_MIN_COSINE:
+            raise StoreError(
+                f"The store at {self.path} was built with an embedder named {self.embedding.name!r}, but "
+                f"{self._embedder()} is a different model under that name: its vector of a fixed probe sentence has "
+                f"cosine {cosine:.3f} to the recorded one (at least {PROBE_MIN_COSINE} for the same model). Its "
+                "vectors cannot be compared with the store's. Open the store with the model it was built with, "
+                "or rebuild it with this one (overwrite=True).")
+
+    def _check_embedder(self, name: str, dim: int, probe: list[float] | None = None, own: bool = False) -> None:
+        """Refuse an embedder other than the one the stored vectors were made with: by name, dimension and, when
+        the store recorded one, its vector of a probe sentence (compared at once for a local model, which is
+        loaded already; for any other embedder, passed in or the store's own, at its first use, so opening a
+        store costs no remote embedding call). ``own`` (the embedder is the store's own) no longer changes that."""
         if self.embedding.name != name:
             raise StoreError(
                 f"The store at {self.path} was built with the embedder {name!r}, not {self.embedding.name!r}: "
@@ -221,3 +320,29 @@ class VectorStore:
         if self.embedding.dimension != dim:
             raise StoreError(f"The store at {self.path} holds {dim}-dimensional vectors but {self.embedding!r} "
                              f"makes {self.embedding.dimension}-dimensional ones. Use the store's embedder, or rebuild.")
+        if probe is not None:
+            if not isinstance(self.embedding, LocalEmbeddings):
+                self._probe_pending = probe  # e.g. OpenAI: no paid call just to open the store
+            else:
+                self._compare_probe(probe)
+
+
+_CHECKED: contextvars.ContextVar[Any] = contextvars.ContextVar("checked_queries", default=None)
+
+
+def _checking_queries(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method(self, vectors, ...)`` with ``vectors`` checked by :meth:`VectorStore._check_queries` first; the
+    very array a caller's wrapper just checked (``search_vectors`` passing it on to ``knn``) is not checked
+    again. Per thread and task (a context variable), so a concurrent call never skips its own check."""
+    @functools.wraps(method)
+    def checked(self: VectorStore, vectors: Any, *args: Any, **kwargs: Any) -> Any:
+        if vectors is not None and vectors is _CHECKED.get():
+            return method(self, vectors, *args, **kwargs)
+        vectors = self._check_queries(vectors)
+        token = _CHECKED.set(vectors)
+        try:
+            return method(self, vectors, *args, **kwargs)
+        finally:
+            _CHECKED.reset(token)
+
+    return checked

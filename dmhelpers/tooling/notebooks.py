@@ -9,6 +9,8 @@ whether a Deep Memory model from 02 still fits, which depends on what ``data/sto
 and nbval run copies of the notebooks next to an empty ``data/`` folder, and never touch the user's ``data/``.
 
 Kernels run with ``TQDM_DISABLE=1``: progress bars are for people watching JupyterLab, not for saved outputs.
+``refresh`` renders on one thread and nbval checks on all cores, so a number that depends on the machine's
+arithmetic (float32 noise) fails ``make test`` instead of a fresh clone on another CPU.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dmhelpers.utils.record import read_records
 KERNEL = os.environ.get("DM_KERNEL", "python3")
 CELL_TIMEOUT = int(os.environ.get("DM_CELL_TIMEOUT", "1800"))
 PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
+RENDER_THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # set to 1 by `refresh`
 
 
 def numbered_notebooks(folder: str | Path = "notebooks") -> list[Path]:
@@ -178,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "fresh-copy":
         fresh_copy(args.dest)
     else:
+        # Rendered on one thread, checked by nbval on every core: another thread count sums float32 products in
+        # another order, as another CPU or BLAS does, so noise that a reader would see fails `make test` here.
+        os.environ.update({name: "1" for name in RENDER_THREADS})
         for copy_ in fresh_copy(Path("runs") / "refresh"):
             print(f"refreshing {copy_.name} ...", flush=True)
             execute(copy_, copy_)

@@ -2,8 +2,10 @@
 derive from ``DeepMemoryError`` and a builtin type."""
 from __future__ import annotations
 
+import base64
 import numbers
 import os
+import re
 from typing import Any
 
 
@@ -39,11 +41,31 @@ class QuestionGenerationError(ChatModelError):
     """The question-writing model could not be reached or configured."""
 
 
-def redact(text: str) -> str:
-    """``text`` with the value of ``OPENAI_API_KEY`` masked, for messages that quote a server's reply: some servers
-    echo the key they were sent, and an error message ends up in a notebook's outputs."""
-    key = os.environ.get("OPENAI_API_KEY", "")
-    return text.replace(key, "***") if len(key) >= 4 else text
+SECRET_VARIABLES = ("OPENAI_API_KEY", "MILVUS_TOKEN")  # what redact() masks in every message
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with the values of ``OPENAI_API_KEY`` and ``MILVUS_TOKEN`` (and any of ``secrets``) masked as
+    ``***``, for messages that quote a server's reply: some servers echo the key they were sent, lower- or
+    upper-cased, or as the base64 of an HTTP Basic header, and an error message ends up in a notebook's outputs.
+    A value that holds anything but letters (a digit, ``-``, ``:``...), as keys and tokens do, is masked in any
+    case; one of letters only (up to 24), which may be an ordinary word (``Milvus`` as a password, ``EMPTY`` as a
+    dummy key), only as written and as a whole word, so that "milvus" or "empty" elsewhere in the message stays
+    readable. Values under 4 characters are left alone (masking them would garble the message)."""
+    values = {os.environ.get(name, "") for name in SECRET_VARIABLES} | set(secrets)
+    encoded = {base64.b64encode(v.strip().encode()).decode() for v in values if v.strip()}
+    variants = {v.strip() for v in values} | encoded | {e.rstrip("=") for e in encoded}
+    for value in sorted((v for v in variants if len(v) >= 4), key=len, reverse=True):
+        if _word_like(value):
+            text = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "***", text)
+        else:
+            text = re.sub(re.escape(value), "***", text, flags=re.IGNORECASE)
+    return text
+
+
+def _word_like(value: str) -> bool:
+    """Whether a secret could be an ordinary word of a message (letters only, as "Milvus" or "EMPTY"), not a key."""
+    return value.isalpha() and len(value) <= 24
 
 
 def require_api_key(who: str, instead: str, error: type[DeepMemoryError] = InputError) -> None:

@@ -1,11 +1,15 @@
-"""Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename over."""
+"""Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename over; and what a
+failed write (a full disk, a read-only folder) means, in words."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from dmhelpers.utils.errors import StoreError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -48,3 +52,23 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+FULL = {errno.ENOSPC, errno.EDQUOT}
+READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def write_failure(exc: OSError, path: str | Path, unchanged: str, fix: str = "copy the store to a writable folder "
+                  "and open it there") -> StoreError:
+    """A :class:`StoreError` for a write to ``path`` that failed with ``exc`` (a full disk, a read-only folder or
+    another OS error): the cause, what to do (``fix`` for a read-only folder), and ``unchanged``, what was kept."""
+    path = Path(path)
+    folder = next((p for p in path.parents if p.exists()), path.parent)
+    if exc.errno in FULL:
+        return StoreError(f"The disk is full: could not write {path} ({exc.strerror}). Free space on the disk (or "
+                          f"move the folder to a disk with room) and try again; {unchanged}")
+    if exc.errno in READ_ONLY:
+        return StoreError(f"The folder {folder} is read-only: could not write {path} ({exc.strerror}). Make the "
+                          f"folder writable, or {fix}; {unchanged}")
+    return StoreError(f"Could not write {path} ({type(exc).__name__}: {exc}). Check the disk and the folder "
+                      f"{folder}, and try again; {unchanged}")

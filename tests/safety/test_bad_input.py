@@ -14,9 +14,11 @@ a failed job ``env.failed_job``), ``env.site`` a local docs site, ``env.ws`` the
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import json
+import os
 import re
 import shutil
 import socket
@@ -33,6 +35,7 @@ from dmhelpers import (CrawlError, DeepMemoryError, Document, EmbeddingError, In
                        generate_questions, get_all_links, get_embedding, get_encoding, html_to_text, load_pages,
                        open_site, set_random_seed, split_documents, split_questions)
 from dmhelpers.evaluation.cost import cost_curve, savings
+from dmhelpers import load_questions, save_questions  # issue 20: training and questions
 
 EMBEDDER = "test/hash-64"
 TOPICS = ["zip archives", "csv rows", "json documents", "regular expressions", "file paths", "dates and times",
@@ -123,6 +126,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# issue 20: training and questions
+def failing_writes(target: str, code: int) -> Callable[[Env], object]:
+    """A ``prepare``: every write through ``target`` fails with ``code`` (errno.ENOSPC: a full disk; errno.EROFS: a
+    read-only folder), as it would there (root ignores file permissions, so a real read-only folder cannot be used)."""
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return lambda e: e.monkeypatch.setattr(target, fail)
+
+
+MODEL_WRITES, QUESTION_WRITES = "dmhelpers.deep_memory.repository.atomic_write_bytes", "dmhelpers.questions.qrels.atomic_write_text"
+
+
+def nan_weights(e: Env) -> None:
+    from safetensors.numpy import load, save
+    weights = load((e.job_dir / "adapter.safetensors").read_bytes())
+    weights["net.weight"][0, 0] = float("nan")
+    (e.job_dir / "adapter.safetensors").write_bytes(save(weights))
 
 
 # ----------------------------------------------------------------------------------------------- the table
@@ -238,6 +261,53 @@ CASES: list[Case] = [
     Case("store/meta-disagrees-with-files", lambda e: e.db, StoreError,
          r"files disagree .*meta says 41", r"Rebuild it with notebook 01",
          prepare=lambda e: edit_json(e.path / "v000001" / "meta.json", count=41)),
+    # issue 20: store
+    Case("store/embedding-a-name", lambda e: VectorStore(e.path, embedding=EMBEDDER), InputError,
+         r"embedding= takes an embedder object, got the string 'test/hash-64'",
+         r"Pass embedding=get_embedding\('test/hash-64'\), or e\.g\. embedding=LocalEmbeddings\(\)"),
+    Case("store/embedding-an-object", lambda e: VectorStore(e.path, embedding=object()), InputError,
+         r"embedding= must be an embedder \(with \.name, \.dimension and \.embed\(texts\)\), got object",
+         r"Pass e\.g\. embedding=LocalEmbeddings\(\)"),
+    Case("store/ids-a-single-string", lambda e: e.db.add_texts(["x", "y"], ids="ab"), InputError,
+         r"ids must be a list with one string per text, got a single str 'ab'", r"Pass e\.g\. ids=\['chunk-1'"),
+    Case("store/M=-5", lambda e: VectorStore(e.ws / "new-store", embedding=HashEmbeddings(), M=-5), InputError,
+         r"M must be a whole number of links per node from 2 to 100, got -5", r"Use e\.g\. M=16"),
+    Case("store/M='16'", lambda e: VectorStore(e.ws / "new-store", embedding=HashEmbeddings(), M="16"), InputError,
+         r"M must be a whole number .*got '16'", r"Use e\.g\. M=16"),
+    Case("store/M-huge", lambda e: VectorStore(e.ws / "new-store", embedding=HashEmbeddings(), M=10**9), InputError,
+         r"M must be a whole number .*from 2 to 100, got 1000000000", r"Use e\.g\. M=16"),
+    Case("store/ef='x'", lambda e: VectorStore(e.path, embedding=HashEmbeddings(), ef="x"), InputError,
+         r"ef must be a whole number of candidates from 1 to 100000, got 'x'", r"Use e\.g\. ef=100"),
+    Case("store/pointer-a-list", lambda e: e.db, StoreError,
+         r"unreadable STORE file \(it holds list, not an object\)", r"Rebuild it with notebook 01",
+         prepare=lambda e: (e.path / "STORE").write_text("[1]")),
+    Case("store/pointer-without-a-snapshot", lambda e: e.db, StoreError,
+         r"unreadable STORE file \(snapshot None is not a snapshot name of this folder", r"Rebuild it with notebook 01",
+         prepare=lambda e: (e.path / "STORE").write_text(json.dumps({"format": 1, "version": 1}))),
+    Case("store/pointer-outside-the-folder", lambda e: e.db, StoreError,
+         r"unreadable STORE file \(snapshot '\.\./other/v000001' is not a snapshot name of this folder \(v and 6 "
+         r"digits\)\)", r"Rebuild it with notebook 01",
+         prepare=lambda e: (shutil.copytree(e.path / "v000001", e.ws / "other" / "v000001"),
+                            edit_json(e.path / "STORE", snapshot="../other/v000001"))),
+    Case("store/pointer-an-absolute-path", lambda e: e.db, StoreError,
+         r"unreadable STORE file \(snapshot '/.*/v000001' is not a snapshot name", r"Rebuild it with notebook 01",
+         prepare=lambda e: edit_json(e.path / "STORE", snapshot=str(e.path / "v000001"))),
+    Case("store/meta-without-index", lambda e: e.db, StoreError,
+         r"is damaged: meta.json in v000001 is not valid \(no valid index parameters: None\)",
+         r"Rebuild it with notebook 01",
+         prepare=lambda e: (e.path / "v000001" / "meta.json").write_text(json.dumps(
+             {k: v for k, v in json.loads((e.path / "v000001" / "meta.json").read_text()).items() if k != "index"}))),
+    Case("store/meta-a-list", lambda e: e.db, StoreError,
+         r"is damaged: meta.json in v000001 is not valid \(it holds list, not an object\)",
+         r"Rebuild it with notebook 01", prepare=lambda e: (e.path / "v000001" / "meta.json").write_text("[1, 2]")),
+    Case("store/record-not-an-object", lambda e: e.db, StoreError,
+         r"is damaged: record 0 of records.jsonl is not an object with a string id and text",
+         r"Rebuild it with notebook 01", prepare=lambda e: (e.path / "v000001" / "records.jsonl").write_text(
+             "[1]\n" + (e.path / "v000001" / "records.jsonl").read_text().split("\n", 1)[1])),
+    Case("store/embeddings-all-zero-bytes", lambda e: e.db, StoreError,
+         r"is damaged: embeddings.npy in v000001 is not a NumPy array file\. ", r"Rebuild it with notebook 01",
+         prepare=lambda e: (e.path / "v000001" / "embeddings.npy").write_bytes(
+             bytes((e.path / "v000001" / "embeddings.npy").stat().st_size))),
 
     # --- generate_questions, split_questions and notebook 02's N_QUESTIONS, QUESTIONS_PER_CHUNK, TRAIN_FRACTION, LLM
     Case("generate/N_QUESTIONS='200'", lambda e: generate_questions(e.db.texts, e.db.ids, "200"), InputError,
@@ -352,6 +422,67 @@ CASES: list[Case] = [
     Case("ragas/llm-without-key", lambda e: (e.monkeypatch.delenv("OPENAI_API_KEY", raising=False),
                                              context_recall(e.db, QUESTIONS, RELEVANCE, llm="gpt-4o-mini"))[1],
          InputError, r"needs OPENAI_API_KEY", r"use LLM = 'offline' for ragas' non-LLM metrics"),
+    # issue 20: training and questions
+    Case("train/relevance-None", lambda e: e.db.deep_memory.train(QUESTIONS, None), InputError,
+         r"relevance must be a list with one list of \(chunk_id, score\) pairs per question, got None",
+         r"Pass e\.g\. what generate_questions or load_questions returns"),
+    Case("train/relevance-an-int", lambda e: e.db.deep_memory.train(QUESTIONS, 5), InputError,
+         r"relevance must be a list .*got 5", r"Pass e\.g\. what generate_questions or load_questions returns"),
+    Case("train/relevance-list-an-int", lambda e: e.db.deep_memory.train(QUESTIONS, [5] * 20), InputError,
+         r"Relevance of query 0 must be a list of \(chunk_id, score\) pairs, got 5", r"e\.g\. \[\('c1', 1\.0\)\]"),
+    Case("train/chunk-id-a-list", lambda e: e.db.deep_memory.train(QUESTIONS, [[(["c1"], 1.0)]] * 20), InputError,
+         r"names the chunk id \['c1'\], which is not a string", r"Chunk ids are the strings of db\.ids"),
+    Case("train/queries-None", lambda e: e.db.deep_memory.train(None, RELEVANCE), InputError,
+         r"queries must be a list of questions, got None", r"Pass e\.g\. what generate_questions or load_questions"),
+    Case("train/all-about-one-chunk", lambda e: e.db.deep_memory.train(QUESTIONS, [[("c3", 1.0)]] * 20), InputError,
+         r"The 20 training questions are all about one chunk \('c3'\)", r"Write questions about more chunks"),
+    Case("train/LEARNING_RATE=1e30", lambda e: e.db.deep_memory.train(QUESTIONS, RELEVANCE, learning_rate=1e30),
+         InputError, r"learning_rate=1e\+30 is far too large: training diverges", r"Use at most 10, e\.g\. LEARNING_RATE"),
+    Case("train/disk-full", lambda e: e.db.deep_memory.train(QUESTIONS, RELEVANCE, epochs=2), StoreError,
+         r"The disk is full: could not write .*job-[-0-9]+/job\.json \(No space left on device\)",
+         r"Free space on the disk .*nothing was half-written and the active model is unchanged",
+         prepare=failing_writes(MODEL_WRITES, errno.ENOSPC)),
+    Case("train/read-only-folder", lambda e: e.db.deep_memory.train(QUESTIONS, RELEVANCE, epochs=2), StoreError,
+         r"The folder .*deep_memory is read-only: could not write .*job\.json \(Read-only file system\)",
+         r"Make the folder writable, or copy the store to a writable folder .*active model is unchanged",
+         prepare=failing_writes(MODEL_WRITES, errno.EROFS)),
+    Case("set_model/read-only-folder", lambda e: e.db.deep_memory.set_model(e.job),
+         StoreError, r"The folder .*deep_memory is read-only: could not write .*ACTIVE", r"Make the folder writable",
+         prepare=failing_writes(MODEL_WRITES, errno.EROFS)),
+    Case("set_model/NaN-in-job.json", lambda e: e.db.deep_memory.set_model(e.job), StoreError,
+         r"The model record of job .* is damaged: alpha_out is not a finite number",
+         r"Retrain \(db\.deep_memory\.train\(\.\.\.\)\), or choose another job",
+         prepare=lambda e: edit_json(e.job_dir / "job.json", alpha_out=float("nan"))),
+    Case("set_model/NaN-in-weights", lambda e: e.db.deep_memory.set_model(e.job), StoreError,
+         r"The model record of job .* is damaged: net\.weight is not a finite number", r"Retrain .*or choose another job",
+         prepare=nan_weights),
+    Case("search/active-model-with-NaN", lambda e: e.db.search("zip archives", deep_memory=True), DeepMemoryError,
+         r"needs a trained model.*The stored model cannot be used: The model record of job .* is damaged: alpha is "
+         r"not a finite number", r"Retrain \(db\.deep_memory\.train\(\.\.\.\)\), or choose another job",
+         prepare=lambda e: edit_json(e.job_dir / "job.json", alpha=float("inf"))),
+    Case("questions/save-None", lambda e: save_questions(e.ws / "q.jsonl", None, None), InputError,
+         r"questions must be a list of questions, got None", r"Pass e\.g\. what generate_questions"),
+    Case("questions/split-None", lambda e: split_questions(None, None), InputError,
+         r"questions must be a list of questions, got None", r"Pass e\.g\. what generate_questions"),
+    Case("questions/save-ids-not-pairs", lambda e: save_questions(e.ws / "q.jsonl", ["How?"], [["c1"]]), InputError,
+         r"Relevance of query 0 must be \(chunk_id, score\) pairs, got 'c1'", r"Write each as \(chunk_id, score\)"),
+    Case("questions/save-NaN-score", lambda e: save_questions(e.ws / "q.jsonl", ["How?"], [[("c1", float("nan"))]]),
+         InputError, r"Relevance score nan of query 0 is outside \[0, 1\]", r"Use 1\.0 for relevant"),
+    Case("questions/save-disk-full", lambda e: save_questions(e.path / "questions" / "train.jsonl", QUESTIONS,
+                                                              RELEVANCE), StoreError,
+         r"The disk is full: could not write .*questions/train\.jsonl", r"Free space on the disk .*nothing was written",
+         prepare=failing_writes(QUESTION_WRITES, errno.ENOSPC)),
+    Case("questions/save-read-only", lambda e: save_questions(e.ws / "train.jsonl", QUESTIONS, RELEVANCE), StoreError,
+         r"The folder .*ws is read-only: could not write .*train\.jsonl", r"save the questions in a writable folder",
+         prepare=failing_writes(QUESTION_WRITES, errno.EROFS)),
+    Case("questions/load-a-folder", lambda e: load_questions(e.path), InputError,
+         r"store is a folder, not a question file", r"Pass the file, e\.g\. '.*train\.jsonl'"),
+    Case("questions/load-latin-1", lambda e: load_questions(e.ws / "latin1.jsonl"), InputError,
+         r"latin1\.jsonl is not UTF-8 text", r"must be UTF-8 JSON lines as save_questions writes them",
+         prepare=lambda e: (e.ws / "latin1.jsonl").write_bytes('{"question": "Qu\'est-ce qu\'un caf\xe9?"}\n'.encode("latin-1"))),
+    Case("questions/load-binary", lambda e: load_questions(e.ws / "q.jsonl"), InputError,
+         r"q\.jsonl is not UTF-8 text", r"Rerun notebook 02 to rewrite it",
+         prepare=lambda e: (e.ws / "q.jsonl").write_bytes(b"\x80\x04\x95\x00\xff pickle")),
 ]
 
 

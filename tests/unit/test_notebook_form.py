@@ -9,7 +9,7 @@ import pytest
 from helpers import NOTEBOOKS
 
 from dmhelpers.tooling.notebooks import numbered_notebooks
-from dmhelpers.utils.record import MIMETYPE
+from dmhelpers.utils.record import DIGITS, MIMETYPE, rounded
 
 BOOKS = numbered_notebooks(NOTEBOOKS)
 
@@ -55,3 +55,31 @@ def test_fresh_copy_puts_the_notebooks_beside_an_empty_data_folder(tmp_path):
     assert [c.name for c in copies] == [p.name for p in BOOKS]
     assert all(c.read_bytes() == p.read_bytes() for c, p in zip(copies, BOOKS))
     assert list((tmp_path / "nbval" / "data").iterdir()) == []
+
+
+def floats(value):
+    """Every float in a JSON value."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from floats(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from floats(v)
+
+
+@pytest.mark.parametrize("path", BOOKS, ids=[p.name for p in BOOKS])
+def test_recorded_numbers_are_rounded_so_every_machine_records_the_same(path):
+    """nbval compares records exactly: float32 noise from another CPU or BLAS (0.7716417908668518 here,
+    0.7716419696807861 there) must not be in them."""
+    cells = json.loads(path.read_text())["cells"]
+    recorded = [o["data"][MIMETYPE] for c in cells for o in c.get("outputs", []) if MIMETYPE in o.get("data", {})]
+    noisy = [x for r in recorded for x in floats(r) if rounded(x, DIGITS) != x]
+    assert not noisy, f"unrounded floats in {path.name}'s records: {noisy[:3]}"
+
+
+def test_record_rounds_floats_everywhere_in_its_values():
+    assert rounded({"a": 0.7716417908668518, "b": [0.123456789, (1, 2.000049)], "c": "x", "d": True}) == \
+        {"a": 0.7716, "b": [0.1235, [1, 2.0]], "c": "x", "d": True}
+    assert rounded(0.0000321987) == 0.00003220 and rounded(1234.56789) == 1234.5679 and rounded(0.0) == 0.0
