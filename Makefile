@@ -65,6 +65,7 @@ bench: setup
 	$(PY) bench/bench_run.py
 	$(PY) bench/bench_milvus.py
 	$(PY) bench/bench_store_readers.py
+	$(PY) bench/bench_search_deep.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -130,11 +130,15 @@ def main() -> None:
     parser.add_argument("--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a TrainConfig option, e.g. --option risk 0.01 (repeatable)")
     parser.add_argument("--no-reference", action="store_true", help="skip the ungated reference layer")
-    parser.add_argument("--llm", default="offline",
-                        help="who writes the questions: 'offline' (the simulator), 'local' (the bundled chat model; "
+    parser.add_argument("--previous-rule", action="store_true",
+                        help="the previous release's rule instead: a gated layer and blend, no rank insertion")
+    parser.add_argument("--llm", default="simulated",
+                        help="who writes the questions: 'simulated' (the simulator), 'local' (the bundled chat model; "
                              "cached in data/bench-cache/) or a chat model name")
     args = parser.parse_args()
     options = {k: literal(v) for k, v in args.option}
+    if args.previous_rule:
+        options.update(alphas=(0.0, 0.5, 1.0), betas=(0.0, 0.5, 1.0), floors=(2.0, 2.0, 2.0))
     summary = []
     for name in args.protocols:
         store, per_chunk = PROTOCOLS[name]
@@ -143,10 +147,10 @@ def main() -> None:
         source = VectorStore(store, read_only=True)
         print(f"\n{name}: {len(source):,} chunks ({store}), {args.questions} questions ({args.llm}), {per_chunk} per "
               f"chunk, seeds {args.seeds[0]}-{args.seeds[-1]}")
-        print(f"{'seed':>4} {'model (behind gate / outside)':<34} {'kind':<5} {'n':>4}  "
+        print(f"{'seed':>4} {'memory; layer a/b/out':<34} {'kind':<5} {'n':>4}  "
               + "  ".join(f"{'R@' + str(k):>9}" for k in TOP_K))
         pooled: dict[str, list] = {}
-        lost_runs, reference, bounds = 0, [], []
+        lost_runs, reference, bounds, worst = 0, [], [], 0.0
         with tempfile.TemporaryDirectory() as tmp:
             snapshot = f"v{source.version:06d}"
             for seed in args.seeds:
@@ -154,7 +158,7 @@ def main() -> None:
                 shutil.copytree(Path(store) / snapshot, folder / snapshot)
                 shutil.copy(Path(store) / "STORE", folder / "STORE")
                 db = VectorStore(folder, embedding=source.embedding)
-                cache = None if args.llm == "offline" else CACHE / f"questions-{args.llm}-{Path(store).name}.jsonl"
+                cache = None if args.llm == "simulated" else CACHE / f"questions-{args.llm}-{Path(store).name}.jsonl"
                 questions, relevance = generate_questions(db.texts, db.ids, args.questions, seed=seed,
                                                           per_chunk=per_chunk, progress=False, llm=args.llm,
                                                           cache=cache)
@@ -163,8 +167,9 @@ def main() -> None:
                     job = db.deep_memory.train(tq, tr, seed=seed, **options)
                     report = db.deep_memory.evaluate(sq, sr)
                 rec = db.deep_memory._read_job(job)
-                gate = "closed" if rec["gate"] >= 1 else f"tau {rec['gate']:.2f}"
-                model = f"{rec['alpha']:.1f}/{rec['beta']:.1f}/{rec['alpha_out']:.2f}, {gate}"
+                gate = "" if rec["gate"] >= 1 else f" tau {rec['gate']:.2f}"
+                slots = " ".join(f"{r}@{t:.2f}" for r, t in rec.get("slots", [])) or "off"
+                model = f"{slots}; {rec['alpha']:.1f}/{rec['beta']:.1f}/{rec['alpha_out']:.2f}{gate}"
                 lost_here = False
                 for kind, v in report["by chunk"].items():
                     row = pooled.setdefault(kind, [])
@@ -172,6 +177,8 @@ def main() -> None:
                                          for k in TOP_K]))
                     cells = [f"{100 * a:3.0f}->{100 * b:3.0f}{'!' if b < a - 1e-9 else ' '}" for a, b in row[-1][1]]
                     lost_here |= kind == "new chunks" and any(b < a - 1e-9 for a, b in row[-1][1])
+                    if kind == "new chunks":
+                        worst = min(worst, 100 * (row[-1][1][TOP_K.index(10)][1] - row[-1][1][TOP_K.index(10)][0]))
                     print(f"{seed:>4} {model:<34} {kind.split()[0]:<5} {v['n']:>4}  " + "  ".join(cells))
                     model = ""
                 lost_runs += lost_here
@@ -192,7 +199,8 @@ def main() -> None:
                 a, b = (np.average([r[i][j] for _, r in rows], weights=w) for j in (0, 1))
                 cells.append(f"{100 * a:4.1f}->{100 * b:4.1f}{'!' if b < a - 1e-9 else ' '}")
             print(f"{'all':>4} {'':<34} {kind.split()[0]:<5} {int(w.sum()):>4}  " + "  ".join(cells))
-        line = f"{name}: new-chunk questions lost something at some k in {lost_runs} of {len(args.seeds)} runs"
+        line = (f"{name}: new-chunk questions lost something at some k in {lost_runs} of {len(args.seeds)} runs; "
+                f"the worst run's new-chunk R@10 change: {worst:+.1f} pts")
         if reference:
             r = np.array(reference)
             w = r[:, 0]

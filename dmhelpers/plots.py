@@ -42,35 +42,44 @@ def chunk_lengths(characters: Sequence[int], word_pieces: Sequence[int] | None =
 
 
 def training_curve(job: dict[str, Any], save_to: str | Path | None = None) -> None:
-    """The chosen setting's recall@10 on held-out training questions, epoch by epoch, next to plain search.
+    """Recall@10 on held-out training questions: plain search, the memory (no epochs: a flat line) and the
+    layer epoch by epoch, for seen- and new-chunk questions.
 
-    Epoch 0 is before any training (only the memory can act). The dashed line marks the epochs the job chose; when
-    it kept plain search, the curve is plain search and the title says so. When a setting that did not qualify
-    would have gained more, its curve is drawn thin and labelled, with the reason it was rejected.
+    The layer's curve is solid when the job kept it and thin when it did not; the dashed vertical line marks the
+    epochs chosen. A layer setting that did not qualify but would have gained more is drawn dash-dotted, with why.
     """
     history = job["history"]
     epochs = [h["epoch"] for h in history]
+    memory = job.get("insertion") or {}
+    layer_on = bool(job.get("alpha") or job.get("beta") or job.get("alpha_out"))
     fig, ax = plt.subplots(figsize=(8.5, 3.4))
     for kind, colour in (("seen", "tab:orange"), ("new", "tab:green")):
         key = f"val_{kind}_recall@10"
         if key in history[0]:
-            ax.plot(epochs, [h[key] for h in history], marker="o", color=colour, markersize=4,
-                    label=f"{kind}-chunk questions, chosen model")
-            ax.axhline(job["validation"]["base"][kind]["recall@10"], color=colour, linestyle=":",
+            ax.axhline(job["validation"]["base"][kind]["recall@10"], color=colour, linestyle=":", linewidth=2,
                        label=f"{kind}-chunk questions, plain search")
+            if layer_on:  # a layer not kept ranks as plain search: its curve would hide the plain line
+                ax.plot(epochs, [h[key] for h in history], marker="o", color=colour, markersize=4,
+                        label=f"{kind}-chunk, layer")
+        if job.get("slots") and kind in memory.get("model", {}):
+            value = memory["model"][kind]["recall@10"]
+            same = abs(value - memory["base"][kind]["recall@10"]) < 5e-4
+            ax.axhline(value, color=colour, linestyle=(0, (6, 6)) if same else "--", linewidth=1.5,
+                       label=f"{kind}-chunk questions, memory" + (" (same as plain search)" if same else ""))
     rejected = job.get("validation", {}).get("rejected")
     for kind, colour in (("seen", "tab:orange"), ("new", "tab:green")):
         key = f"rejected_{kind}_recall@10"
         if rejected and key in history[0]:
             ax.plot(epochs, [h[key] for h in history], color=colour, linewidth=1, alpha=0.6, linestyle="-.",
-                    label=f"{kind}-chunk, best rejected setting")
+                    label=f"{kind}-chunk, best rejected layer")
     if rejected:
-        ax.text(0.01, 0.02, f"rejected because {rejected['why']}", transform=ax.transAxes, fontsize=7, color="grey",
-                wrap=True)
+        ax.text(0.01, 0.02, f"layer setting rejected because {rejected['why']}", transform=ax.transAxes, fontsize=7,
+                color="grey", wrap=True)
     chosen = job.get("epochs_chosen", 0)
-    if not job.get("kept_identity"):
+    if layer_on:
         ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen: {chosen} epoch{'s' * (chosen != 1)}")
-    kept = " (plain search kept)" if job.get("kept_identity") else ""
+    kept = (" (plain search kept)" if job.get("kept_identity") else "" if layer_on else
+            " (the layer was not kept)")
     ax.set(title=f"Recall@10 on held-out training questions{kept}", xlabel="epoch", ylabel="recall@10",
            ylim=(0, 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,13 +1,15 @@
-"""The query adapter on query embeddings::
+"""The query adapter's layer on query embeddings (the memory that carries *which chunks people ask about* is a rank
+insertion on the results: :mod:`dmhelpers.deep_memory.insertion`)::
 
     q' = normalise(q + g(q) * (alpha * f(q) + beta * m(q)) + (1 - g(q)) * alpha_out * f(q))
 
 
 - ``f`` is a trained residual layer: a linear map (default) or a small MLP, with its last layer initialised at
   zero, so training starts from the identity (plain search). It learns a better question-to-text match.
-- ``m`` is a memory of the training questions: attention with the training questions' vectors as keys and
-  their relevant chunks' vectors as values, ``m(q) = softmax(q . K / MEMORY_TEMPERATURE) @ V``. It carries
-  *which chunks people ask about*: a question like one asked in training is pulled toward that one's chunk.
+- ``m`` is a blend toward the training questions' chunks: attention with the training questions' vectors as keys
+  and their relevant chunks' vectors as values, ``m(q) = softmax(q . K / MEMORY_TEMPERATURE) @ V``. It is off by
+  default (``betas=(0.0,)``): it moves the whole ranking of a question wrongly taken for a repeat, where the
+  insertion moves each result one place at most.
 - ``g`` is a gate that trusts both only near what was trained on: it rises from 0 to 1 as the question's
   highest cosine similarity to a training question rises past ``tau`` (``tau = CLOSED``: it never opens).
 - Outside the gate the layer acts with ``alpha_out``, which is 0 (plain search) unless it was shown to help

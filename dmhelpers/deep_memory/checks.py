@@ -133,7 +133,7 @@ def final_check(job_id: str, weights: dict[str, np.ndarray], settings: dict[str,
     except DamagedModelError:
         raise DivergedError(f"Training diverged: the final model's weights are not all finite numbers (they "
                             f"overflowed). {fix}") from None
-    layer = {k: v for k, v in weights.items() if k not in ("gate.references", "memory.values")}
+    layer = {k: v for k, v in weights.items() if not k.startswith(("gate.", "memory."))}
     rng = np.random.default_rng(seed)
     sample = lambda n: np.sort(rng.choice(n, min(n, CHECK_SAMPLE), replace=False))  # noqa: E731
     idx = sample(len(vectors))

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+SLOTS = (1, 3, 10)  # ranks the memory can put a remembered chunk at, most confident first
+FLOORS = (0.7, 0.7, 0.6)  # the lowest similarity each slot may open at (cosine, all-MiniLM-L6-v2 questions)
 MIN_TRAINING_QUESTIONS = 10  # the fewest a job accepts: it holds some out to choose its settings
 
 
@@ -24,9 +26,10 @@ class TrainConfig:
     folds: int = 4  # grouped cross-validation folds
     patience: int = 5  # stop when the best held-out setting has not improved for this many epochs
     depth: int = 128  # held-out ranks are exact within each question's plain top ``depth`` and the trained chunks
-    alphas: tuple[float, ...] = (0.0, 0.5, 1.0)  # strengths of the layer behind the gate
-    betas: tuple[float, ...] = (0.0, 0.5, 1.0)  # strengths of the memory behind the gate
     alphas_out: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)  # strengths of the layer outside the gate
+    floors: tuple[float, ...] = FLOORS  # the lowest similarity at which the memory may insert at rank 1, 3, 10
+    alphas: tuple[float, ...] = (0.0, 0.5, 1.0)  # strengths of the layer near training questions (behind the gate)
+    betas: tuple[float, ...] = (0.0,)  # strengths of a gated blend toward remembered chunks (off: see floors)
     risk: float = 1e-3  # the chance a question about a new chunk may open the gate
     z: float = 3.0  # outside the gate: improved minus worsened held-out questions, in coin-flip standard deviations
     max_scored: int = 1000  # held-out questions of each kind scored per epoch (a seeded sample of the rest)
@@ -46,3 +49,5 @@ class TrainResult:
     kept_identity: bool = False
     carried_by: str = ""  # which part carries the gain; "" when plain search is kept
     message: str = ""
+    slots: list[tuple[int, float]] = field(default_factory=list)  # where the memory inserts (rank, threshold)
+    insertion: dict[str, Any] = field(default_factory=dict)  # the memory's held-out evidence

@@ -4,7 +4,7 @@ class."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,6 +40,9 @@ class SearchableStore(Protocol):
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         """Questions embedded with the store's embedder, checked against the store first, as unit vectors
         ``(len(texts), dimension)``: what training and evaluation use, never ``embedding.embed`` directly."""
+
+    def hits(self, rows: list[int]) -> list[Any]:
+        """Search results (id, text, score 0, metadata) for chunk rows: what the memory can put in results."""
 
     def knn(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""

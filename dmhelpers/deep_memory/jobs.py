@@ -27,8 +27,9 @@ from dmhelpers.deep_memory.adapter import CLOSED, apply_adapter, memory_values, 
 from dmhelpers.deep_memory.checks import (DamagedModelError, check_groups, check_learning_rate, check_model,
                                           final_check, validate_questions)
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS, TrainConfig
+from dmhelpers.deep_memory.insertion import first_chunk, load_memory, rerank_hits, rerank_rows
 from dmhelpers.deep_memory.interface import SearchableStore
-from dmhelpers.deep_memory.status import format_status, result_line
+from dmhelpers.deep_memory.status import format_status, layer_line, memory_line, result_line
 from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimate_peak_bytes, mine_negatives,
                                             single_threaded, train_adapter)
 from dmhelpers.evaluation.evaluate import evaluate
@@ -112,8 +113,9 @@ class DeepMemory:
         check_model(job["id"], settings, weights)
         references = weights.pop("gate.references", None)
         values = weights.pop("memory.values", None)
+        memory = load_memory(job, weights, self.store)
         return {"weights": weights, "alpha": settings["alpha"], "tau": settings["gate"], "beta": settings["beta"],
-                "alpha_out": settings["alpha_out"], "references": references, "values": values}
+                "alpha_out": settings["alpha_out"], "references": references, "values": values, "memory": memory}
 
     def model_note(self) -> str:
         """After (re)building a store: whether a Deep Memory model trained on it earlier still fits ("" if none)."""
@@ -123,6 +125,14 @@ class DeepMemory:
             return f"The Deep Memory model {self._active[0]} from notebook 02 still fits: the chunks did not change."
         return ("This store held a Deep Memory model and test questions from notebook 02, made for the chunks it held "
                 "before; they do not fit the new chunks. Re-run notebook 02 to write new questions and train again.")
+
+    def summary(self) -> str:
+        """The active model in a line: its job, where its memory acts and what its layer does."""
+        if self._active is None:
+            return "none active (plain search only)"
+        job = self._read_job(self._active[0])
+        memory = memory_line(job).split(";")[0] if job.get("slots") else "off"
+        return f"{job['id']}; memory: {memory}; layer: {layer_line(job).split(':')[0].split(';')[0]}"
 
     def get_model(self) -> str | None:
         """The id of the active model's job, or None when deep memory is not trained."""
@@ -147,7 +157,8 @@ class DeepMemory:
         self._active, self._unusable = (job_id, model), ""
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """Apply the active adapter to query vectors (the corpus vectors are never changed)."""
+        """Apply the active adapter's layer to query vectors (the corpus vectors are never changed); the memory's
+        insertions are applied to the results (:meth:`rank`, :meth:`rerank`)."""
         if self._active is None:
             why = ""
             if self.models.exists(ACTIVE):
@@ -164,6 +175,18 @@ class DeepMemory:
                              "infinite vectors. Retrain (db.deep_memory.train(...)), or choose another job "
                              "(db.deep_memory.set_model(...)).")
         return out
+
+    def rank(self, vectors: np.ndarray, k: int) -> np.ndarray:
+        """Row positions of the ``k`` chunks deep memory returns for each plain query vector: the layer's
+        nearest chunks, with the memory's insertions (:mod:`dmhelpers.deep_memory.insertion`)."""
+        rows = self.store.knn(self.transform(vectors), k)[0]
+        return rerank_rows(self._active[1]["memory"], vectors, rows)
+
+    def rerank(self, vectors: np.ndarray, hits: list[list[Any]], k: int) -> list[list[Any]]:
+        """``hits`` (search results for the layer's vectors of plain query ``vectors``) with the memory's
+        insertions, as :meth:`rank` does for rows."""
+        memory = self._active[1]["memory"] if self._active else None
+        return rerank_hits(memory, vectors, self.transform(vectors) if memory else vectors, hits, k)
 
     # ------------------------------------------------------------------ training
     def _guard_writable(self) -> None:
@@ -273,6 +296,10 @@ class DeepMemory:
                 weights["gate.references"] = vectors  # the gate and the memory compare new questions with these
             if result.beta:
                 weights["memory.values"] = memory_values(self.store.embeddings, positives, grades)
+            if result.slots:  # the memory: each training question's vector and the chunk it remembers
+                weights["memory.keys"] = vectors
+                weights["memory.chunks"] = np.array([first_chunk(p, g) for p, g in zip(positives, grades)],
+                                                    dtype=np.int64)
             final_check(job["id"], weights, {"alpha": result.alpha, "beta": result.beta, "alpha_out": result.alpha_out,
                                              "gate": result.gate}, vectors, self.store.embeddings, positives,
                         lambda v, k: self.store.knn(v, k)[0], cfg.learning_rate, cfg.seed)
@@ -281,6 +308,7 @@ class DeepMemory:
                        gate=result.gate, alpha_out=result.alpha_out, epochs_chosen=result.epochs,
                        carried_by=result.carried_by, history=result.history, validation=result.validation,
                        kept_identity=result.kept_identity, message=result.message,
+                       slots=[list(x) for x in result.slots], insertion=result.insertion,
                        seconds=round(time.perf_counter() - start, 2))
             self._write_job(job)
             self.set_model(job["id"])
@@ -328,7 +356,7 @@ class DeepMemory:
             row = self._row
             trained = {row[c] for c in self._read_job(self._active[0]).get("trained_chunks", []) if c in row}
         return evaluate(self.store, queries, positives, grades, top_k,
-                        self.transform if self._active is not None else None, trained)
+                        self.rank if self._active is not None else None, trained)
 
     # ------------------------------------------------------------------ reporting
     def status(self, job_id: str) -> dict[str, Any]:

@@ -268,7 +268,8 @@ class CrossValidation:
             unrelated.append(unrelated_similarity(queries, positives, held, fit))
         self.unrelated = np.concatenate(unrelated) if unrelated else np.zeros(0)
         n_fit = np.mean([len(fit) for fit, _, _ in folds])
-        self.tau = safe_gate(self.unrelated, cfg.risk, len(positives) / max(n_fit, 1.0))
+        self.tau = (safe_gate(self.unrelated, cfg.risk, len(positives) / max(n_fit, 1.0))
+                    if any(cfg.alphas) or any(cfg.betas) else CLOSED)  # no gated part: nothing behind a gate
 
         used = next((f for f in range(1, len(folds) + 1) if all(sum(len(p) for p in parts[:f]) >= cfg.max_scored
                                                                    for parts in kinds_idx.values() if any(map(len, parts)))),

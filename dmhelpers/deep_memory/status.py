@@ -4,43 +4,81 @@ from __future__ import annotations
 from typing import Any
 
 from dmhelpers.deep_memory.adapter import CLOSED
+from dmhelpers.deep_memory.insertion import describe
+
+
+def evidence(job: dict[str, Any]) -> dict[str, Any] | None:
+    """The held-out evidence that carries the job's model: the memory's when it acts without the layer, the
+    layer's otherwise (None before the job is done)."""
+    if job["status"] != "completed":
+        return None
+    memory, layer = job.get("insertion"), job.get("validation")
+    if job.get("slots") and memory and not (job.get("alpha_out") or job.get("alpha") or job.get("beta")):
+        return memory
+    return layer or memory or None
 
 
 def result_line(job: dict[str, Any]) -> str:
-    val = job.get("validation")
-    if job["status"] != "completed" or not val:
+    val = evidence(job)
+    if not val:
         return "not available yet" if job["status"] == "training" else job["status"]
     parts = []
     for name in ("seen", "new"):
         base, model = val["base"].get(name), val["model"].get(name)
         if base:
             change = 100 * (model["recall@10"] - base["recall@10"])
-            parts.append(f"{name} {base['recall@10']:.0%} -> {model['recall@10']:.0%} ({change:+.0f} pts)")
+            parts.append(f"{name} {base['recall@10']:.1%} -> {model['recall@10']:.1%} ({change:+.1f} pts)")
     return "recall@10: " + ", ".join(parts)
 
 
+def memory_line(job: dict[str, Any]) -> str:
+    """Where the memory acts and on how many held-out questions, or why it is off."""
+    slots = [tuple(s) for s in job.get("slots", [])]
+    ins = job.get("insertion") or {}
+    if not slots:
+        return ("off: no similarity threshold helped held-out questions about trained chunks without costing one "
+                "about other chunks")
+    opened = ins.get("opened", {})
+    acted = " and ".join(f"{opened.get(k, 0)} of {n} {k}-chunk" for k, n in ins.get("n", {}).items())
+    return f"nearest training question's chunk put at {describe(slots)}; acted on {acted} held-out questions"
+
+
+def layer_line(job: dict[str, Any]) -> str:
+    alpha, beta, alpha_out = job.get("alpha", 0.0), job.get("beta", 0.0), job.get("alpha_out", 0.0)
+    epochs = job.get("epochs_chosen", 0)
+    if not (alpha or beta or alpha_out):
+        rejected = (job.get("validation") or {}).get("rejected")
+        why = rejected["why"] if rejected else "it did not help held-out training questions"
+        return f"off: {why} (plain search ranks the rest)"
+    tau = job.get("gate")
+    gated = (f"; near training questions (similarity above {tau:.2f}) layer {alpha:.1f}, blend {beta:.1f}"
+             if (alpha or beta) and tau is not None and tau < CLOSED else "")
+    return f"strength {alpha_out:.2f} after {epochs} epoch{'s' * (epochs != 1)}{gated}"
+
+
 def format_status(job: dict[str, Any]) -> str:
-    """The tutorial's status table: status, progress/eta, recall@10 next to plain search, what the model is."""
-    width = 96
+    """The tutorial's status table: status, progress/eta, held-out recall@10 next to plain search, what acts."""
+    width = 110
     line = "-" * width
     rows = [("status", job["status"])]
     if job["status"] == "training":
         eta = f"eta: {job['eta_s']:.1f} seconds" if job.get("eta_s") is not None else "eta: estimating"
         rows.append(("progress", f"{job['progress']:.0%}, {eta}"))
     rows.append(("results", result_line(job)))
-    if job.get("validation"):
-        v = job["validation"]
-        n = ", ".join(f"{count} {kind}-chunk" for kind, count in v["n"].items())
-        rows.append(("measured on", f"held-out training questions: {n}"))
-        tau = job.get("gate")
-        gate = ("no gate" if tau is None else "closed" if tau >= CLOSED else f"opens above similarity {tau:.2f}")
-        epochs = job.get("epochs_chosen", 0)
-        rows.append(("gate", gate))
-        rows.append(("model", f"behind the gate: layer {job['alpha']:.1f}, memory {job.get('beta', 0.0):.1f}; "
-                              f"outside it: layer {job.get('alpha_out', 0.0):.2f}; {epochs} epoch{'s' * (epochs != 1)}"))
+    val = evidence(job)
+    if val:
+        n = ", ".join(f"{count} about {kind} chunks" for kind, count in val["n"].items())
+        rows.append(("measured on", f"held-out training questions (4 folds; one question can be held out in "
+                                    f"several): {n}"))
+        rows.append(("memory", memory_line(job)))
+        rows.append(("layer", layer_line(job)))
         rows.append(("gain from", job.get("carried_by") or "nothing: plain search is kept"))
     out = [line, f"|{job['id']:^{width - 2}}|", line]
     for key, value in rows:
+        while len(value) > width - 18:  # wrap long values at a space
+            cut = value.rfind(" ", 0, width - 18)
+            out.append(f"| {key:<11} | {value[:cut]:<{width - 18}} |")
+            key, value = "", value[cut + 1:]
         out.append(f"| {key:<11} | {value:<{width - 18}} |")
         out.append(line)
     return "\n".join(out)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from dmhelpers.deep_memory.adapter import QueryAdapter
+from dmhelpers.deep_memory.adapter import CLOSED, QueryAdapter
+from dmhelpers.deep_memory.insertion import calibrate, describe, evidence
 from dmhelpers.deep_memory.config import TrainConfig, TrainResult
 from dmhelpers.deep_memory.selection import SCORE_BATCH, CrossValidation, Search
 
@@ -186,15 +187,22 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
         if epoch - max(best_epoch, 1) >= cfg.patience:
             break
 
+    folds = [(fit, {kind: (h.idx, h.top) for kind, h in held.items()}) for fit, held in zip(cv.fits, cv.held)]
+    slots, inserted = calibrate(evidence(queries, positives, grades, folds, cv.ks), tuple(cfg.floors))
+    insertion = (f"the memory puts a remembered chunk at {describe(slots)}" if slots else
+                 "the memory stays off: no threshold helped held-out seen-chunk questions without costing a "
+                 "held-out new-chunk one")
     choice = cv.choose(results)
     rej = cv.best_rejected(results, choice)
     history, validation = cv.curve(results, losses, choice, rej), cv.validation(results, choice, rej)
     if choice is None:
         progress(1.0, history[-1])
-        return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, cv.tau, 0.0, 0, history, 0.0,
-                           validation, True, "",
-                           f"Kept plain search: nothing was shown to help held-out training questions without making "
-                           f"some worse; {cv.gate_text()}.")
+        return TrainResult(QueryAdapter(corpus.shape[1], cfg.hidden).to_arrays(), 0.0, CLOSED, 0.0, 0, history, 0.0,
+                           validation, not slots, "memory" if slots else "",
+                           (f"Kept plain search: nothing was shown to help held-out training questions without "
+                            f"making some worse; {insertion}." if not slots else
+                            f"{insertion[0].upper()}{insertion[1:]}; the layer is off: "
+                            f"{rej[2] if rej else 'it did not help held-out training questions'}."), slots, inserted)
     epochs, (alpha_out, alpha, beta) = choice[0], cv.combos[choice[1]]
     final = Trainer(queries, corpus, positives, grades, negatives, duplicates, np.arange(len(positives)), cfg)
     for epoch in range(1, epochs + 1 if (alpha or alpha_out) else 1):  # a memory-only model needs no trained layer
@@ -206,11 +214,14 @@ def train_adapter(queries: np.ndarray, corpus: np.ndarray, positives: list[list[
     parts = [p for p, on in (("memory", beta), ("layer", alpha)) if on]
     carried = " and ".join(parts) + " behind the gate" if parts else ""
     if alpha_out:
-        carried = (carried + ", " if carried else "") + "layer outside the gate"
+        carried = (carried + ", " if carried else "") + ("layer outside the gate" if cv.tau < CLOSED else "layer")
+    if slots:
+        carried = ("memory and " + carried) if carried else "memory"
     layer_epochs = epochs if (alpha or alpha_out) else 0
-    return TrainResult(final.model.to_arrays(), float(alpha), cv.tau, float(beta), layer_epochs, history,
-                       float(alpha_out), validation, False, carried,
-                       f"Chose the {carried}: layer {alpha:.1f} and memory {beta:.1f} behind the gate, layer "
-                       f"{alpha_out:.2f} outside it, {layer_epochs} epochs; {cv.gate_text()}. Chosen on held-out "
-                       f"questions of {len(cv.fits)} of {cfg.folds} grouped cross-validation folds, then trained on "
-                       f"all {len(positives)} questions.")
+    gate_text = f"; {cv.gate_text()}" if cv.tau < CLOSED else ""
+    return TrainResult(final.model.to_arrays(), float(alpha), cv.tau, float(beta),
+                       layer_epochs, history, float(alpha_out), validation, False, carried,
+                       f"Chose the layer at strength {alpha:.1f} behind the gate and {alpha_out:.2f} outside it, after "
+                       f"{layer_epochs} epochs{gate_text}; "
+                       f"{insertion}. Chosen on held-out questions of {len(cv.fits)} of {cfg.folds} grouped "
+                       f"cross-validation folds, then trained on all {len(positives)} questions.", slots, inserted)

@@ -21,9 +21,10 @@ class _Searchable(Protocol):
 
 
 def evaluate(store: _Searchable, queries: Sequence[str], positives: list[list[int]], grades: list[list[float]],
-             top_k: Sequence[int] = TOP_K, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+             top_k: Sequence[int] = TOP_K, deep_rank: Callable[[np.ndarray, int], np.ndarray] | None = None,
              trained: set[int] | None = None) -> dict[str, Any]:
-    """Recall@k (and MRR@10, nDCG@10) of plain search and, with ``transform`` (deep memory), of the model.
+    """Recall@k (and MRR@10, nDCG@10) of plain search and, with ``deep_rank`` (deep memory: query vectors and k
+    to ranked chunk rows), of the model.
 
     ``positives``/``grades`` are each question's relevant chunk rows and scores. Prints the tutorial's format.
     With ``trained`` (the chunk rows the model was trained on), also reports the two kinds of question
@@ -41,13 +42,12 @@ def evaluate(store: _Searchable, queries: Sequence[str], positives: list[list[in
     vectors = store.embed_queries(list(queries))
     print(f"Embedding queries took {time.perf_counter() - start:.2f} seconds")
     depth = min(max(max(scored_ks), 10), len(store))
-    runs = {"without model": vectors}
-    if transform is not None:
-        runs["with model"] = transform(vectors)
+    ranked = {"without model": store.knn(vectors, depth)[0]}
+    if deep_rank is not None:
+        ranked["with model"] = deep_rank(vectors, depth)
     else:
         print("No Deep Memory model is active: only plain search is evaluated. Train one with "
               "db.deep_memory.train(...).")
-    ranked = {name: store.knn(v, depth)[0] for name, v in runs.items()}
     report: dict[str, Any] = {}
     for name, rows in ranked.items():
         print(f"---- Evaluating {name} ----")

@@ -2,7 +2,7 @@
 
 ``generate_questions(texts, ids, n)`` returns the tutorial's ``(questions, relevance)`` pair, where
 ``relevance[i] == [(chunk_id, 1.0)]`` names the chunk question ``i`` was written about. Two writers share the same
-seeded chunk sampling, de-duplication and output format: ``llm="offline"`` (the default) simulates questions with
+seeded chunk sampling, de-duplication and output format: ``llm="simulated"`` (the default) simulates questions with
 no model and no key (:mod:`.simulate`); ``llm="local"`` (the bundled SmolLM2 on llama.cpp's server) or
 ``llm="<chat model>"`` asks a chat model (:mod:`.llm`), with up to ``concurrency`` requests in flight.
 """
@@ -24,14 +24,14 @@ from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_
 from dmhelpers.utils.errors import InputError, QuestionGenerationError, check_whole
 from dmhelpers.utils.progress import progress_bar
 
-OFFLINE = "offline"
+SIMULATED = "simulated"  # the simulator (no model, no key); "offline" is its earlier name
 
 
 def _check_inputs(texts: Sequence[str], ids: Sequence[str], n: int, llm: str) -> tuple[list[str], list[str]]:
     """Validate the arguments, naming the problem and the fix."""
     if not isinstance(llm, str) or not llm.strip():
         raise InputError(f"llm must be 'offline', 'local' or a chat model name such as 'gpt-4o-mini', got {llm!r}. "
-                         "Use LLM = 'offline' to simulate questions without a model.")
+                         "Use LLM = 'simulated' to simulate questions without a model.")
     if isinstance(texts, str) or isinstance(ids, str) or texts is None or ids is None:
         raise InputError(f"texts and ids must be lists (one entry per chunk), got {type(texts).__name__} and "
                          f"{type(ids).__name__}. Pass the store's db.texts and db.ids.")
@@ -166,7 +166,7 @@ def _check_sampling(temperature: float | None, max_tokens: int | None) -> None:
         check_whole("max_tokens", max_tokens, 16, "tokens", "Use e.g. max_tokens=64, or None for no cap.")
 
 
-def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: str = "offline", seed: int = 0,
+def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: str = SIMULATED, seed: int = 0,
                        per_chunk: int = 1, cache: str | Path | None = None, max_retries: int = 6,
                        timeout: float = 60.0, progress: bool = True, concurrency: int = DEFAULT_CONCURRENCY,
                        temperature: float | None = 0.0, max_tokens: int | None = 64,
@@ -180,7 +180,7 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
     Args:
         texts, ids: the chunks and their ids, e.g. ``db.texts`` and ``db.ids`` of a :class:`~dmhelpers.VectorStore`.
         n: how many questions.
-        llm: ``"offline"`` (simulated questions, no model, no key), ``"local"`` (the bundled SmolLM2-135M on
+        llm: ``"simulated"`` (simulated questions, no model, no key; ``"offline"`` is its earlier name), ``"local"`` (the bundled SmolLM2-135M on
             llama.cpp's server, started for the call unless a ``local_llm()`` block is open; no key), or a chat
             model name for OpenAI or an OpenAI-compatible server (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``).
         seed: chooses the chunks (and the offline wording); the same seed gives the same questions.
@@ -212,7 +212,7 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
                          f"(at most {most}).{too_small}")
     order = random.Random(seed).sample(askable, len(askable))
 
-    if llm.strip().lower() == OFFLINE:
+    if llm.strip().lower() in (SIMULATED, "offline"):
         collection = Collection(texts)
         questions, relevance = _collect(
             order, n, per_chunk, ids,
@@ -224,7 +224,7 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
         resume = f" Questions written so far are kept in {str(cache)!r}; rerun to resume." if cache else ""
         settings = {"max_retries": max_retries, "timeout": timeout, "temperature": temperature,
                     "max_tokens": max_tokens, "concurrency": concurrency}
-        with chat_endpoint(llm, f"LLM = {llm!r}", "use LLM = 'offline' to simulate questions without a model",
+        with chat_endpoint(llm, f"LLM = {llm!r}", "use LLM = 'simulated' to simulate questions without a model",
                            QuestionGenerationError) as endpoint:
             store = QuestionCache(cache, endpoint.model) if cache is not None else None
             questions, chunks = run_sync(_ask_model(endpoint, texts, ids, order, n, per_chunk, store, resume,

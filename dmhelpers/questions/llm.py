@@ -262,7 +262,7 @@ class ChatWriter:
                     if len(self.formats) == 1:
                         raise QuestionGenerationError(
                             f"The server rejected json_schema and json_object output for model {self.model!r}: "
-                            f"{redact(str(exc))}. Use a model that can reply in JSON, or LLM = 'offline'.") from exc
+                            f"{redact(str(exc))}. Use a model that can reply in JSON, or LLM = 'simulated'.") from exc
                     self.formats.pop(0)
                     continue
                 if (exc.status_code < 500 and exc.status_code not in (408, 409, 429)) or attempt >= self.client.max_retries:

@@ -143,6 +143,11 @@ class VectorStore:
         """Row positions and cosine similarities of the ``k`` nearest chunks to each vector."""
         raise NotImplementedError
 
+    def hits(self, rows: list[int]) -> list[Hit]:
+        """Search results (score 0) for chunk rows: what Deep Memory's memory can put in results."""
+        ids, texts, metadatas = self.ids, self.texts, self.metadatas
+        return [Hit(ids[r], texts[r], 0.0, dict(metadatas[r])) for r in rows]
+
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Nearest chunks to each row of ``vectors`` (already embedded with this store's embedder)."""
         raise NotImplementedError
@@ -178,8 +183,9 @@ class VectorStore:
     def search(self, query: str | Sequence[str], k: int = 10, deep_memory: bool = False) -> list[Hit] | list[list[Hit]]:
         """Nearest chunks to a question (a list of hits) or to each of several (a list of lists).
 
-        With ``deep_memory=True`` the question's vector goes through the active adapter first, here in this
-        process; the corpus vectors and the index are the same either way.
+        With ``deep_memory=True`` the question's vector goes through the active model's layer first, and its memory
+        may lift one chunk it remembers into the results, here in this process; the corpus vectors and the index are
+        the same either way.
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query) if isinstance(query, (list, tuple)) else []
@@ -187,8 +193,9 @@ class VectorStore:
             raise InputError("search() needs a non-empty question or a list of non-empty questions.")
         vectors = self.embed_queries(queries)
         if deep_memory:
-            vectors = self.deep_memory.transform(vectors)
-        hits = self.search_vectors(vectors, k)
+            hits = self.deep_memory.rerank(vectors, self.search_vectors(self.deep_memory.transform(vectors), k), k)
+        else:
+            hits = self.search_vectors(vectors, k)
         return hits[0] if single else hits
 
     def as_retriever(self, k: int = 10, deep_memory: bool = False):

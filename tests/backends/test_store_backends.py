@@ -107,6 +107,11 @@ def test_deep_memory_on_every_backend(open_store):
     assert report["with model"]["recall@10"] > report["without model"]["recall@10"] + 0.2
     hits = db.search(["q0-5", "q2-5"], k=10, deep_memory=True)
     assert len(hits) == 2 and all(len(h) == 10 for h in hits)
+    questions = RotatedTask.questions(TRAIN[:60], [5])[0]
+    deep = [[h.id for h in row] for row in db.search(questions, k=20, deep_memory=True)]
+    assert [[h.id for h in row] for row in db.search(questions, k=5, deep_memory=True)] == [d[:5] for d in deep]
+    ids = db.ids  # search() and evaluate()'s ranking agree
+    assert [[ids[r] for r in row] for row in db.deep_memory.rank(db.embed_queries(questions), 20)] == deep
     docs = db.as_retriever(k=3, deep_memory=True).invoke("q4-5")
     assert len(docs) == 3 and {"id", "score"} <= set(docs[0].metadata)
     db.close()

@@ -20,7 +20,7 @@ from dmhelpers.tooling.notebooks import numbered_notebooks
 BOOKS = numbered_notebooks(NOTEBOOKS)
 # The offline default (notebooks 01 -> 05 on their defaults), as committed. A quality regression of more than
 # TOLERANCE fails here; refresh the notebooks (make notebooks) and update these on purpose when the numbers move.
-PINNED = {"recall@10 without": 0.61, "recall@10 with": 0.61, "k_deep": 9}
+PINNED = {"recall@10 without": 0.61, "recall@10 with": 0.73, "k_deep": 7}
 TOLERANCE = 0.02
 
 

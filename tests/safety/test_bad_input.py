@@ -322,7 +322,7 @@ CASES: list[Case] = [
     Case("generate/LLM-without-key",
          lambda e: generate_questions(e.db.texts, e.db.ids, 5, llm="gpt-4o-mini",
                                       cache=e.path / "questions" / "llm-cache.jsonl"),
-         QuestionGenerationError, r"LLM = 'gpt-4o-mini' needs OPENAI_API_KEY", r"use LLM = 'offline'",
+         QuestionGenerationError, r"LLM = 'gpt-4o-mini' needs OPENAI_API_KEY", r"use LLM = 'simulated'",
          prepare=lambda e: e.monkeypatch.delenv("OPENAI_API_KEY", raising=False)),
     Case("generate/cache-is-a-folder",
          lambda e: generate_questions(e.db.texts, e.db.ids, 5, llm="fake-model", cache=e.path / "deep_memory"),

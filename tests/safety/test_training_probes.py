@@ -174,3 +174,21 @@ def test_a_disk_that_fills_after_the_first_record_leaves_no_job_behind(trained, 
     assert sorted(p.name for p in (db.path / "deep_memory").iterdir()) == folders  # the job's folder is gone
     assert db.deep_memory.get_model() == first
     assert json.loads((db.path / "deep_memory" / "ACTIVE").read_text())["job_id"] == first
+
+
+def test_a_memory_that_does_not_fit_the_store_is_not_used_and_says_why(tmp_path):
+    """A model whose remembered chunk rows point past the store (a hand-edited or mixed-up adapter file) is kept on
+    disk but never searched with: deep_memory=True names the damage and the fix."""
+    from safetensors.numpy import load_file, save_file
+
+    db = build_rotated_store(tmp_path / "store", RotatedTask())
+    job = db.deep_memory.train(*RotatedTask.questions(TRAIN, [0, 1]), epochs=2)
+    assert db.deep_memory._read_job(job)["slots"], "the memory should act on repeat questions"
+    path = db.path / "deep_memory" / job / "adapter.safetensors"
+    weights = load_file(str(path))
+    weights["memory.chunks"] = weights["memory.chunks"] + len(db)
+    save_file(weights, str(path))
+    again = VectorStore(db.path, embedding=db.embedding)
+    with pytest.raises(DeepMemoryError, match="memory .*does not fit this store"):
+        again.search("q0-3", deep_memory=True)
+    assert [h.id for h in again.search("q0-3")] == [h.id for h in db.search("q0-3")]

@@ -58,7 +58,7 @@ def test_memory_learns_which_chunks_people_ask_about_and_leaves_new_chunks_alone
     db = build_rotated_store(tmp_path / "s", PairedTask())
     job = db.deep_memory.train(*RotatedTask.questions(TRAIN[:100], [0, 1, 2]), epochs=3)
     record = db.deep_memory.status(job)
-    assert record["beta"] > 0 and record["gate"] is not None, record["message"]
+    assert record["slots"] and record["slots"][0][0] == 1, record["message"]
     seen_q, seen_rel = RotatedTask.questions(TRAIN[:100], [7])
     base, model = recall_at(db, seen_q, seen_rel, False, 1), recall_at(db, seen_q, seen_rel, True, 1)
     assert base < 0.05 and model > 0.9, (base, model)
@@ -66,7 +66,8 @@ def test_memory_learns_which_chunks_people_ask_about_and_leaves_new_chunks_alone
     for k in TOP_K:
         assert recall_at(db, new_q, new_rel, True, k) >= recall_at(db, new_q, new_rel, False, k), k
     weights = load_file(str(db.path / "deep_memory" / job / "adapter.safetensors"))
-    assert weights["memory.values"].shape == (300, 128) and weights["gate.references"].shape == (300, 128)
+    assert weights["memory.keys"].shape == (300, 128) and weights["memory.chunks"].shape == (300,)
+    assert set(weights["memory.chunks"].tolist()) == {int(db.ids.index(f"c{i}")) for i in TRAIN[:100]}
 
 
 def test_training_is_deterministic_and_restored_on_reopen(rotated_store, tmp_path):

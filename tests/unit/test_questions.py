@@ -353,7 +353,7 @@ def test_copies_are_recognised(question, why):
 
 def test_llm_without_a_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(QuestionGenerationError, match="needs OPENAI_API_KEY.*LLM = 'offline'") as info:
+    with pytest.raises(QuestionGenerationError, match="needs OPENAI_API_KEY.*LLM = 'simulated'") as info:
         generate_questions(TEXTS, IDS, n=3, llm="gpt-4o-mini")
     assert isinstance(info.value, DeepMemoryError)
 
