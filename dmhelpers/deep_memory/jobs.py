@@ -29,7 +29,7 @@ from dmhelpers.deep_memory.checks import (DamagedModelError, check_groups, check
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS, TrainConfig
 from dmhelpers.deep_memory.insertion import first_chunk, load_memory, rerank_hits, rerank_rows
 from dmhelpers.deep_memory.interface import SearchableStore
-from dmhelpers.deep_memory.status import format_status, layer_line, memory_line, result_line
+from dmhelpers.deep_memory.status import format_status, model_summary, result_line
 from dmhelpers.deep_memory.training import (Cancelled, available_memory, estimate_peak_bytes, mine_negatives,
                                             single_threaded, train_adapter)
 from dmhelpers.evaluation.evaluate import evaluate
@@ -128,11 +128,7 @@ class DeepMemory:
 
     def summary(self) -> str:
         """The active model in a line: its job, where its memory acts and what its layer does."""
-        if self._active is None:
-            return "none active (plain search only)"
-        job = self._read_job(self._active[0])
-        memory = memory_line(job).split(";")[0] if job.get("slots") else "off"
-        return f"{job['id']}; memory: {memory}; layer: {layer_line(job).split(':')[0].split(';')[0]}"
+        return model_summary(self._read_job(self._active[0])) if self._active else "none active (plain search only)"
 
     def get_model(self) -> str | None:
         """The id of the active model's job, or None when deep memory is not trained."""
@@ -182,11 +178,10 @@ class DeepMemory:
         rows = self.store.knn(self.transform(vectors), k)[0]
         return rerank_rows(self._active[1]["memory"], vectors, rows)
 
-    def rerank(self, vectors: np.ndarray, hits: list[list[Any]], k: int) -> list[list[Any]]:
-        """``hits`` (search results for the layer's vectors of plain query ``vectors``) with the memory's
-        insertions, as :meth:`rank` does for rows."""
-        memory = self._active[1]["memory"] if self._active else None
-        return rerank_hits(memory, vectors, self.transform(vectors) if memory else vectors, hits, k)
+    def rerank(self, vectors: np.ndarray, moved: np.ndarray, hits: list[list[Any]], k: int) -> list[list[Any]]:
+        """``hits`` (search results for ``moved``, the layer's vectors of plain query ``vectors``: :meth:`transform`)
+        with the memory's insertions, as :meth:`rank` does for rows."""
+        return rerank_hits(self._active[1]["memory"] if self._active else None, vectors, moved, hits, k)
 
     # ------------------------------------------------------------------ training
     def _guard_writable(self) -> None:

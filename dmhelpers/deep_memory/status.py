@@ -31,29 +31,46 @@ def result_line(job: dict[str, Any]) -> str:
     return "recall@10: " + ", ".join(parts)
 
 
+def memory_summary(job: dict[str, Any]) -> str:
+    """Where the memory acts, or "off"."""
+    slots = [tuple(s) for s in job.get("slots", [])]
+    return f"nearest training question's chunk put at {describe(slots)}" if slots else "off"
+
+
 def memory_line(job: dict[str, Any]) -> str:
     """Where the memory acts and on how many held-out questions, or why it is off."""
-    slots = [tuple(s) for s in job.get("slots", [])]
-    ins = job.get("insertion") or {}
-    if not slots:
+    if not job.get("slots"):
         return ("off: no similarity threshold helped held-out questions about trained chunks without costing one "
                 "about other chunks")
+    ins = job.get("insertion") or {}
     opened = ins.get("opened", {})
     acted = " and ".join(f"{opened.get(k, 0)} of {n} {k}-chunk" for k, n in ins.get("n", {}).items())
-    return f"nearest training question's chunk put at {describe(slots)}; acted on {acted} held-out questions"
+    return f"{memory_summary(job)}; acted on {acted} held-out questions"
+
+
+def layer_summary(job: dict[str, Any]) -> str:
+    """The layer's strength and epochs, or "off"."""
+    if not (job.get("alpha") or job.get("beta") or job.get("alpha_out")):
+        return "off"
+    epochs = job.get("epochs_chosen", 0)
+    return f"strength {job.get('alpha_out', 0.0):.2f} after {epochs} epoch{'s' * (epochs != 1)}"
+
+
+def model_summary(job: dict[str, Any]) -> str:
+    """The model in a line: its job, where its memory acts and what its layer does."""
+    return f"{job['id']}; memory: {memory_summary(job)}; layer: {layer_summary(job)}"
 
 
 def layer_line(job: dict[str, Any]) -> str:
-    alpha, beta, alpha_out = job.get("alpha", 0.0), job.get("beta", 0.0), job.get("alpha_out", 0.0)
-    epochs = job.get("epochs_chosen", 0)
-    if not (alpha or beta or alpha_out):
+    alpha, beta = job.get("alpha", 0.0), job.get("beta", 0.0)
+    if layer_summary(job) == "off":
         rejected = (job.get("validation") or {}).get("rejected")
         why = rejected["why"] if rejected else "it did not help held-out training questions"
         return f"off: {why} (plain search ranks the rest)"
     tau = job.get("gate")
     gated = (f"; near training questions (similarity above {tau:.2f}) layer {alpha:.1f}, blend {beta:.1f}"
              if (alpha or beta) and tau is not None and tau < CLOSED else "")
-    return f"strength {alpha_out:.2f} after {epochs} epoch{'s' * (epochs != 1)}{gated}"
+    return layer_summary(job) + gated
 
 
 def format_status(job: dict[str, Any]) -> str:

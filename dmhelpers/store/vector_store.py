@@ -193,7 +193,8 @@ class VectorStore:
             raise InputError("search() needs a non-empty question or a list of non-empty questions.")
         vectors = self.embed_queries(queries)
         if deep_memory:
-            hits = self.deep_memory.rerank(vectors, self.search_vectors(self.deep_memory.transform(vectors), k), k)
+            moved = self.deep_memory.transform(vectors)
+            hits = self.deep_memory.rerank(vectors, moved, self.search_vectors(moved, k), k)
         else:
             hits = self.search_vectors(vectors, k)
         return hits[0] if single else hits
