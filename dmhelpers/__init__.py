@@ -16,7 +16,8 @@ from dmhelpers.embeddings import BUNDLED_MODEL, LocalEmbeddings, OpenAIEmbedding
 from dmhelpers.evaluation.context_recall import context_recall
 from dmhelpers.evaluation.cost import cost_curve, savings, smallest_k
 from dmhelpers.llm import LocalLLM, local_llm
-from dmhelpers.questions import generate_questions, load_questions, save_questions, split_questions
+from dmhelpers.questions import (REAL_SIBLINGS, generate_questions, load_questions, save_questions, sibling_summary,
+                                 siblings, split_questions)
 from dmhelpers.rag import Answer, DeepMemoryRetriever, answer, answer_all, count_tokens, get_encoding
 from dmhelpers.store import Hit, VectorStore
 from dmhelpers.utils.errors import (ChatModelError, CrawlError, DeepMemoryError, EmbeddingError, InputError,
@@ -26,13 +27,13 @@ from dmhelpers.utils.record import read_records, record
 from dmhelpers.utils.seed import set_random_seed
 
 __all__ = [
-    "Answer", "BUNDLED_MODEL", "ChatModelError", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError",
+    "Answer", "BUNDLED_MODEL", "REAL_SIBLINGS", "ChatModelError", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError",
     "DeepMemoryRetriever", "Document", "EmbeddingError", "Hit", "InputError", "LocalEmbeddings", "LocalLLM",
     "OpenAIEmbeddings", "Page", "QuestionGenerationError", "SideBySide", "StoreError", "StoreLockedError",
     "VectorStore", "WORKSHOP_PAGES", "answer", "answer_all", "build_python_docs", "check_parameters", "context_recall",
     "cost_curve", "count_tokens", "extract_links", "generate_questions", "get_all_links", "get_embedding",
     "get_encoding", "html_to_text", "load_pages", "load_questions", "local_llm", "open_site", "page_title",
     "pages_to_documents", "plots", "preset_pages", "read_records", "record", "save_questions", "savings",
-    "serve_folder", "set_random_seed", "show_text", "smallest_k", "split_documents", "split_questions",
-    "unique_documents",
+    "serve_folder", "set_random_seed", "show_text", "sibling_summary", "siblings", "smallest_k", "split_documents",
+    "split_questions", "unique_documents",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dmhelpers.llm.local_server import local_llm, open_server
+from dmhelpers.llm.local_server import MODEL_NAME, local_llm, open_server
 from dmhelpers.utils.errors import DeepMemoryError, InputError, require_api_key
 
 if TYPE_CHECKING:
@@ -26,6 +26,11 @@ LOCAL_KEY = "no-key"  # llama.cpp's server runs without a key; a placeholder kee
 
 def is_local(llm: object) -> bool:
     return isinstance(llm, str) and llm.strip().lower() == LOCAL
+
+
+def model_label(llm: str) -> str:
+    """Who ``llm`` is, as a reader should see it: "local smollm2-135m-instruct-q4_1", or the model's name."""
+    return f"local {MODEL_NAME}" if is_local(llm) else str(llm)
 
 
 @dataclass(frozen=True)

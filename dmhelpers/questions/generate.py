@@ -2,13 +2,16 @@
 
 ``generate_questions(texts, ids, n)`` returns the tutorial's ``(questions, relevance)`` pair, where
 ``relevance[i] == [(chunk_id, 1.0)]`` names the chunk question ``i`` was written about. Two writers share the same
-seeded chunk sampling, de-duplication and output format: ``llm="simulated"`` (the default) simulates questions with
-no model and no key (:mod:`.simulate`); ``llm="local"`` (the bundled SmolLM2 on llama.cpp's server) or
-``llm="<chat model>"`` asks a chat model (:mod:`.llm`), with up to ``concurrency`` requests in flight.
+seeded chunk sampling, de-duplication and output format: ``llm="simulated"`` (the function's default, needing
+nothing) simulates questions with no model and no key (:mod:`.simulate`); ``llm="local"`` (the bundled SmolLM2 on
+llama.cpp's server, notebook 02's default) or ``llm="<chat model>"`` asks a chat model about one passage of a
+chunk at a time (:mod:`.passages`, :mod:`.prompt`, :mod:`.llm`), with up to ``concurrency`` requests in flight,
+reading the question cache first (:mod:`.cache`: the shipped questions, then the run's file).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import warnings
 from collections import Counter, deque
@@ -18,8 +21,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dmhelpers.deep_memory.config import MIN_TRAINING_QUESTIONS
-from dmhelpers.llm import DEFAULT_CONCURRENCY, Endpoint, chat_endpoint, check_concurrency, run_sync
-from dmhelpers.questions.llm import ChatWriter, QuestionCache
+from dmhelpers.llm import (DEFAULT_CONCURRENCY, MODEL_NAME, chat_endpoint, check_concurrency, is_local, model_label,
+                           run_sync)
+from dmhelpers.questions.cache import QuestionCache
+from dmhelpers.questions.llm import ChatWriter
+from dmhelpers.questions.passages import passages, plan
+from dmhelpers.questions.prompt import page_name
 from dmhelpers.questions.simulate import MIN_PROSE_WORDS, Collection, normalise_question, offline_question, usable
 from dmhelpers.utils.errors import InputError, QuestionGenerationError, check_whole
 from dmhelpers.utils.progress import progress_bar
@@ -113,42 +120,77 @@ async def _collect_concurrently(order: list[int], n: int, per_chunk: int, ids: l
     return questions, chunks
 
 
-async def _ask_model(endpoint: Endpoint, texts: list[str], ids: list[str], order: list[int], n: int, per_chunk: int,
-                     store: QuestionCache | None, resume: str, settings: dict, progress: bool) -> tuple[list[str], list[int]]:
-    """The chat model's questions for :func:`generate_questions`, at most ``settings["concurrency"]`` requests in
-    flight; each question is cached as it arrives."""
+class _Writer:
+    """The chat model, reached only on the first cache miss: a run whose questions are all cached (the shipped ones,
+    or an earlier run's) starts no server and needs no key."""
+
+    def __init__(self, llm: str, settings: dict, resume: str) -> None:
+        self.llm, self.settings, self.resume = llm, settings, resume
+        self.stack = contextlib.ExitStack()
+        self.lock = asyncio.Lock()
+        self.client = self.writer = None
+
+    async def get(self) -> ChatWriter:
+        async with self.lock:
+            if self.writer is None:
+                endpoint = self.stack.enter_context(chat_endpoint(
+                    self.llm, f"LLM = {self.llm!r}", "use LLM = 'simulated' to simulate questions without a model",
+                    QuestionGenerationError))
+                self.client = endpoint.async_client(self.settings["max_retries"], self.settings["timeout"])
+                self.writer = ChatWriter(self.client, endpoint.model, self.settings["temperature"],
+                                         self.settings["max_tokens"], self.resume)
+            return self.writer
+
+    async def close(self) -> None:
+        try:
+            if self.client is not None:
+                await self.client.close()
+        finally:
+            self.stack.close()
+
+
+async def _ask_model(llm: str, texts: list[str], titles: list[str], ids: list[str], chunk_passages: dict,
+                     order: list[int], n: int, per_chunk: int, store: QuestionCache, resume: str, settings: dict,
+                     progress: bool) -> tuple[list[str], list[int], int]:
+    """The chat model's questions for :func:`generate_questions`: question ``nth`` about a chunk asks what
+    :func:`~.passages.plan` says, read from the cache or written by the model (at most
+    ``settings["concurrency"]`` requests in flight) and cached as it arrives. Returns the questions, each one's chunk index and how many were written now."""
     failures: dict[int, str] = {}
     consumed: list[int] = []
-    bar = progress_bar(total=n, desc=f"Questions ({endpoint.label})", disable=not progress)
+    fresh: set[tuple[int, str]] = set()  # (chunk, question) written now, not read from the cache
+    bar = progress_bar(total=n, desc=f"Questions ({model_label(llm)})", disable=not progress)
+    model = _Writer(llm, settings, resume)
     try:
-        async with endpoint.async_client(settings["max_retries"], settings["timeout"]) as client:
-            writer = ChatWriter(client, endpoint.model, settings["temperature"], settings["max_tokens"], resume)
-            in_flight = asyncio.Semaphore(settings["concurrency"])
+        in_flight = asyncio.Semaphore(settings["concurrency"])
 
-            async def write_chunk(i: int) -> list[str]:
-                mine: list[str] = []
-                for nth in range(per_chunk):
-                    question = store.get(ids[i], texts[i], nth) if store else None
+        async def write_chunk(i: int) -> list[str]:
+            mine: list[str] = []
+            for nth, (passage, variant) in enumerate(chunk_passages[i]):
+                question = store.get(ids[i], texts[i], nth)
+                if question is None:
+                    async with in_flight:
+                        writer = await model.get()
+                        question, reason = await writer.ask(titles[i], passage, texts[i], mine, variant)
                     if question is None:
-                        async with in_flight:
-                            question, reason = await writer.ask(texts[i], mine)
-                        if question is None:
-                            failures.setdefault(i, reason)
-                            continue
-                        if store:
-                            store.add(ids[i], texts[i], question, nth)
-                    if normalise_question(question) not in {normalise_question(q) for q in mine}:
-                        mine.append(question)
-                if mine:
-                    failures.pop(i, None)  # reported only when a chunk got no question at all
-                consumed.append(i)
-                return mine
+                        failures.setdefault(i, reason)
+                        continue
+                    store.add(ids[i], texts[i], question, nth)
+                    fresh.add((i, question))
+                if normalise_question(question) not in {normalise_question(q) for q in mine}:
+                    mine.append(question)
+            if mine:
+                failures.pop(i, None)  # reported only when a chunk got no question at all
+            consumed.append(i)
+            return mine
 
-            return await _collect_concurrently(order, n, per_chunk, ids, write_chunk, settings["concurrency"],
-                                               bar.update)
-    finally:  # also when the server fails for good: close the cache and report what was skipped
+        questions, chunks = await _collect_concurrently(order, n, per_chunk, ids, write_chunk,
+                                                        settings["concurrency"], bar.update)
+        return questions, chunks, sum((i, q) in fresh for q, i in zip(questions, chunks))
+    finally:  # also when the server fails for good: stop it, close the cache and report what was skipped
         bar.close()
-        if store:
+        try:
+            await model.close()
+        finally:
             store.close()
         skipped = [i for i in order if i in failures and i in consumed]
         if skipped:
@@ -170,7 +212,7 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
                        per_chunk: int = 1, cache: str | Path | None = None, max_retries: int = 6,
                        timeout: float = 60.0, progress: bool = True, concurrency: int = DEFAULT_CONCURRENCY,
                        temperature: float | None = 0.0, max_tokens: int | None = 64,
-                       ) -> tuple[list[str], list[list[tuple[str, float]]]]:
+                       titles: Sequence[str] | None = None) -> tuple[list[str], list[list[tuple[str, float]]]]:
     """Write ``n`` questions, each about one chunk, as Deep Memory training data.
 
     Chunks are sampled with ``random.Random(seed)`` among those with at least ``MIN_PROSE_WORDS`` words of prose;
@@ -192,6 +234,8 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
         concurrency: LLM requests in flight at once (1: one at a time). The questions do not depend on it.
         temperature, max_tokens: sampling of the first attempt at each question (None: the server's default);
             0 and a cap keep a small model's replies short and reproducible.
+        titles: each chunk's page title (e.g. ``[m.get("title", "") for m in db.metadatas]``), shown to the chat
+            model with the passage it asks about.
 
     Returns:
         ``(questions, relevance)`` with ``relevance[i] == [(id_of_the_chunk, 1.0)]``, in sample order.
@@ -200,7 +244,13 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
     check_whole("per_chunk", per_chunk, 1, "questions per chunk", "Use e.g. QUESTIONS_PER_CHUNK = 1.")
     concurrency = check_concurrency(concurrency)
     _check_sampling(temperature, max_tokens)
-    askable = [i for i, text in enumerate(texts) if usable(text)]
+    simulated = llm.strip().lower() in (SIMULATED, "offline")
+    if titles is not None and (isinstance(titles, str) or len(titles) != len(texts)):
+        raise InputError(f"titles must be a list with one page title per chunk ({len(texts)}); pass "
+                         "[m.get('title', '') for m in db.metadatas], or None.")
+    # A chat model asks about passages (a documented name and its sentence, or prose); the simulator about chunks.
+    chunk_passages = {} if simulated else {i: plan(passages(t), per_chunk) for i, t in enumerate(texts) if usable(t)}
+    askable = [i for i, text in enumerate(texts) if usable(text) and (simulated or chunk_passages[i])]
     if n > len(askable) * per_chunk:
         most = len(askable) * per_chunk
         least = MIN_TRAINING_QUESTIONS
@@ -212,7 +262,7 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
                          f"(at most {most}).{too_small}")
     order = random.Random(seed).sample(askable, len(askable))
 
-    if llm.strip().lower() in (SIMULATED, "offline"):
+    if simulated:
         collection = Collection(texts)
         questions, relevance = _collect(
             order, n, per_chunk, ids,
@@ -224,13 +274,14 @@ def generate_questions(texts: Sequence[str], ids: Sequence[str], n: int, llm: st
         resume = f" Questions written so far are kept in {str(cache)!r}; rerun to resume." if cache else ""
         settings = {"max_retries": max_retries, "timeout": timeout, "temperature": temperature,
                     "max_tokens": max_tokens, "concurrency": concurrency}
-        with chat_endpoint(llm, f"LLM = {llm!r}", "use LLM = 'simulated' to simulate questions without a model",
-                           QuestionGenerationError) as endpoint:
-            store = QuestionCache(cache, endpoint.model) if cache is not None else None
-            questions, chunks = run_sync(_ask_model(endpoint, texts, ids, order, n, per_chunk, store, resume,
-                                                    settings, progress))
+        store = QuestionCache(cache, MODEL_NAME if is_local(llm) else llm)
+        pages = [page_name(t) for t in titles] if titles is not None else [""] * len(texts)
+        questions, chunks, written = run_sync(_ask_model(llm, texts, pages, ids, chunk_passages, order, n, per_chunk,
+                                                         store, resume, settings, progress))
         relevance = [[(ids[i], 1.0)] for i in chunks]
-
+        if progress:
+            tqdm.write(f"{len(questions) - written} of {len(questions)} questions read from the question cache, "
+                       f"{written} written now, by {model_label(llm)}.")
     if len(questions) < n:
         warnings.warn(f"Only {len(questions)} of {n} questions: the {len(askable)} usable chunks ran out (duplicate "
                       "or failed questions are skipped). Use a smaller N_QUESTIONS or a larger corpus.", stacklevel=2)

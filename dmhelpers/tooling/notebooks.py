@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dmhelpers.llm import model_label
+from dmhelpers.questions import REAL_SIBLINGS
 from dmhelpers.utils.record import read_records
 
 KERNEL = os.environ.get("DM_KERNEL", "python3")
@@ -118,7 +120,12 @@ def summarise(records: dict[str, dict[str, Any]], seconds: dict[str, float]) -> 
         lines.append(f"  chunks in the store:       {by_number['01']['chunks']:,}")
     if "n_questions" in by_number.get("02", {}):
         r = by_number["02"]
-        lines.append(f"  questions:                 {r['n_questions']} ({r['n_train']} train, {r['n_test']} test)")
+        by = f", by {model_label(r['llm'])}" if "llm" in r else ""
+        lines.append(f"  questions:                 {r['n_questions']} ({r['n_train']} train, {r['n_test']} test){by}")
+        if r.get("siblings", {}).get("n"):
+            lines.append(f"    seen test question vs nearest training question: cosine median "
+                         f"{r['siblings']['median']:.2f}, p10 {r['siblings']['p10']:.2f} (real users: "
+                         f"{REAL_SIBLINGS['median']:.2f}, {REAL_SIBLINGS['p10']:.2f})")
     ev = by_number.get("03", {})
     if ev.get("with_model"):
         lines.append(f"  Recall@10 on test questions: {ev['without_model']['recall@10']:.0%} without -> "

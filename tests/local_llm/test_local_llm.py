@@ -1,9 +1,9 @@
 """The LLM path against the real local chat server: llama.cpp's OpenAI-compatible server with the bundled
 SmolLM2-135M-Instruct, started by ``local_llm()`` on 127.0.0.1 (once for most tests here) and stopped by its PID.
 
-No fake: these are the quirks a real server has (a 500 for ``json_schema``, one request at a time, a process that
-can die). The model's wording is not asserted, only what the package promises about it: a usable question per
-chunk (not a copy), named by its chunk, cached as it arrives, the same at any concurrency (temperature 0), and no
+No fake: these are the quirks a real server has (a reply that runs on past its question, one request at a time, a
+process that can die). The model's wording is not asserted, only what the package promises about it: a usable
+question per chunk (not a copy), named by its chunk, cached as it arrives, the same at any concurrency (temperature 0), and no
 server left running. Rate limits and timeouts, which a real server cannot be made to produce on cue, are tested
 against a fake in ``tests/safety/test_llm_errors.py``.
 """
@@ -24,7 +24,9 @@ from dmhelpers import QuestionGenerationError, VectorStore, answer, generate_que
 from dmhelpers.llm import MODEL_NAME, chat_endpoint, run_sync
 from dmhelpers.llm import endpoint as endpoint_module
 from dmhelpers.llm import local_server
-from dmhelpers.questions.llm import JSON_OBJECT_SCHEMA, ChatWriter, copied
+from dmhelpers.questions.llm import ChatWriter
+from dmhelpers.questions.passages import passages
+from dmhelpers.questions.prompt import messages_for, parse_reply, rejected
 
 CHUNKS = {
     "zipfile-read": "ZipFile.read(name) returns the bytes of the member called name in the archive. Open the archive "
@@ -64,7 +66,8 @@ def port_open(url: str) -> bool:
 
 
 def chunk_of(body: dict) -> str:
-    return next(cid for cid, text in CHUNKS.items() if text in body["messages"][-1]["content"])
+    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
+    return next(cid for cid, text in CHUNKS.items() if sentence in text)
 
 
 @pytest.fixture(scope="module")
@@ -84,25 +87,25 @@ def written(server, tmp_path_factory):
     return result, cache
 
 
-def test_the_server_answers_json_schema_with_a_500_that_names_response_format(server):
+def test_the_server_answers_the_prompt_in_plain_text_that_parses_to_a_question(server):
     client = openai.OpenAI(base_url=server.base_url, api_key="no-key", max_retries=0)
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "Hi"}],
-                                       response_format={"type": "json_schema", "json_schema": {
-                                           "name": "q", "schema": {"type": "object"}}})
-    assert info.value.status_code == 500 and "response_format" in str(info.value)
+    passage = passages(CHUNKS["json-loads"])[0]
+    reply = client.chat.completions.create(model=server.model, messages=messages_for("module json", passage),
+                                           temperature=0, max_tokens=64)
+    question, reason = parse_reply(reply.choices[0].message.content)
+    assert question and not reason and question.endswith("?")
 
 
-def test_the_writer_falls_back_from_json_schema_to_json_object_with_the_schema(server):
+def test_the_writer_asks_about_a_passage_and_returns_a_grounded_question(server):
     async def ask():
         with chat_endpoint("local", "test", "offline") as endpoint:
             async with endpoint.async_client() as client:
+                passage = passages(CHUNKS["json-loads"])[0]
                 writer = ChatWriter(client, endpoint.model)
-                return await writer.ask(CHUNKS["json-loads"]), writer.response_format
+                return await writer.ask("module json", passage, CHUNKS["json-loads"]), passage
 
-    (question, reason), response_format = run_sync(ask())
-    assert response_format is JSON_OBJECT_SCHEMA  # json_schema was rejected (HTTP 500), then this was accepted
-    assert question and not reason and not copied(question, CHUNKS["json-loads"])
+    (question, reason), passage = run_sync(ask())
+    assert question and not reason and not rejected(question, CHUNKS["json-loads"], passage, "module json")
 
 
 def test_ten_chunks_get_a_question_each_written_through_the_real_server(written):
@@ -111,7 +114,7 @@ def test_ten_chunks_get_a_question_each_written_through_the_real_server(written)
     chunks = [rel[0][0] for rel in relevance]
     assert len(set(chunks)) == N and set(chunks) <= set(IDS) and all(rel[0][1] == 1.0 for rel in relevance)
     for question, chunk in zip(questions, chunks):
-        assert len(question.split()) >= 4 and not copied(question, CHUNKS[chunk]), question
+        assert len(question.split()) >= 4 and not rejected(question, CHUNKS[chunk]), question
     lines = [json.loads(line) for line in cache.read_text().splitlines()]
     assert {(e["chunk_id"], e["question"]) for e in lines} == set(zip(chunks, questions))
     assert all(e["model"] == MODEL_NAME for e in lines)
@@ -130,10 +133,9 @@ def test_requests_go_concurrently_through_the_openai_path_and_give_the_same_ques
     finally:
         proxy.close()
     assert result == written[0]
-    assert proxy.peak == 4 and len(proxy.bodies) == 1 + N  # the json_schema probe (HTTP 500), then one per chunk
-    assert proxy.bodies[0]["response_format"]["type"] == "json_schema"
-    assert all(b["response_format"] == JSON_OBJECT_SCHEMA and b["temperature"] == 0 and b["max_tokens"] == 64
-               for b in proxy.bodies[1:])
+    first = [b for b in proxy.bodies if b["temperature"] == 0]  # one first attempt per chunk, then any retries
+    assert proxy.peak == 4 and len(first) == N and len({chunk_of(b) for b in first}) == N
+    assert all("response_format" not in b and b["max_tokens"] == 64 for b in proxy.bodies)
     print(f"{N} questions with 4 in flight: {took:.1f} s ({N / took:.2f}/s)")
 
 
@@ -169,7 +171,7 @@ def test_the_cache_resumes_after_the_server_is_killed_mid_run(server, written, t
         assert generate_questions(TEXTS, IDS, N, llm=MODEL_NAME, cache=cache, progress=False) == written[0]
     finally:
         proxy.close()
-    asked = {chunk_of(b) for b in proxy.bodies[1:]}
+    asked = {chunk_of(b) for b in proxy.bodies}
     assert not asked & {e["chunk_id"] for e in before} and len(asked) == N - len(before)
     after = [json.loads(line) for line in cache.read_text().splitlines()]
     assert after[:len(before)] == before and len(after) == N  # appended only, no chunk asked twice

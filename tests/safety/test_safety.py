@@ -126,8 +126,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         else:
             prompt = body["messages"][-1]["content"]
             n = re.search(r"Section (\d+) ", prompt).group(1)
-            question = json.dumps({"question": f"What does section {n} say?"})
-            status, payload = 200, chat_completion(question, body["model"])
+            status, payload = 200, chat_completion(f"What does section {n} say?", body["model"])
         send_reply(self, status, payload)
 
     def log_message(self, *args):
@@ -218,7 +217,7 @@ def test_a_server_that_echoes_a_wrong_key_does_not_get_it_into_messages(openai_s
     cache = tmp_path / "questions.jsonl"
     with pytest.raises(QuestionGenerationError, match="Incorrect API key provided: \\*\\*\\*") as chat_error:
         generate_questions(CORPUS, [f"c{i}" for i in range(20)], 3, llm="fake-chat", cache=cache, max_retries=0,
-                           progress=False)
+                           progress=False, concurrency=1)
     with pytest.raises(dmhelpers.EmbeddingError, match="Incorrect API key provided: \\*\\*\\*") as embed_error:
         OpenAIEmbeddings("fake-embedder", max_retries=0).embed(["x"])
     assert FakeOpenAI.keys == [wrong, wrong]  # the server did get (and echo) the key

@@ -26,7 +26,7 @@ from helpers import HashEmbeddings, RotatedTask, build_rotated_store
 import dmhelpers.deep_memory.jobs as jobs
 import dmhelpers.deep_memory.repository as repository
 from dmhelpers import DeepMemoryError, StoreError, VectorStore, context_recall, load_questions, save_questions
-from dmhelpers.questions.llm import QuestionCache
+from dmhelpers.questions.cache import QuestionCache
 
 SEPARATORS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\r"]  # str.splitlines() splits at all
 TRAIN = list(range(0, 120, 2))

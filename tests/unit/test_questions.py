@@ -6,11 +6,15 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from helpers import chat_completion, send_reply
 
 from dmhelpers import DeepMemoryError, InputError, QuestionGenerationError, generate_questions
-from dmhelpers.questions.llm import EXAMPLE_QUESTION, copied
+from dmhelpers.questions.cache import SHIPPED
+from dmhelpers.questions.passages import Passage, passages, plan
+from dmhelpers.questions.prompt import EXAMPLES, PROMPT_SHA, parse_reply, rejected
+from dmhelpers.questions.variety import sibling_summary, siblings
 from dmhelpers.questions.simulate import STOPWORDS
 
 # A small documentation corpus: one chunk per topic, each with enough prose to ask about.
@@ -180,18 +184,23 @@ def error(status: int, message: str, param: str | None = None) -> tuple[int, dic
     return status, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
 
 
+EXAMPLE_QUESTION = EXAMPLES[0][3]
+
+
 def chunk_of(body: dict) -> str:
-    """Which corpus chunk a request asks about."""
-    prompt = body["messages"][-1]["content"]
-    return next(chunk_id for chunk_id, text in CORPUS.items() if text in prompt)
+    """Which corpus chunk a request asks about (the prompt shows one sentence of it)."""
+    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
+    return next(chunk_id for chunk_id, text in CORPUS.items() if sentence in text)
 
 
-def question_for(chunk_id: str) -> str:
-    return f"Where do the docs explain {chunk_id}?"
+def question_for(chunk_id: str, tag: str = "") -> str:
+    """A question a fake model writes about a chunk: it names the chunk and a word of it (as grounding requires)."""
+    word = max(re.findall(r"[a-z]{4,}", CORPUS[chunk_id].lower()), key=len)
+    return f"Where do the docs explain {chunk_id} and {word}{tag}?"
 
 
 def good_reply(body: dict) -> tuple[int, dict]:
-    return completion(json.dumps({"question": question_for(chunk_of(body))}))
+    return completion(question_for(chunk_of(body)))
 
 
 @pytest.fixture()
@@ -235,12 +244,14 @@ def test_llm_questions_are_returned_and_cached(chat_server, tmp_path):
     questions, relevance = generate_questions(TEXTS, IDS, n=5, llm="fake-model", cache=cache, progress=False)
     assert questions == [question_for(r[0][0]) for r in relevance] and len(questions) == 5
     assert all(r[0][1] == 1.0 for r in relevance)
-    assert [r["response_format"]["type"] for r in requests] == ["json_schema"] * 5
+    assert not any("response_format" in r for r in requests)  # plain text: what every chat server returns
     assert requests[0]["model"] == "fake-model" and requests[0]["messages"][0]["role"] == "system"
+    assert requests[0]["messages"][-1]["content"].startswith("Page: documentation\nSentence: ")
     lines = read_cache(cache)  # in the order the replies arrived (up to 8 requests are in flight)
     assert {line["chunk_id"]: line["question"] for line in lines} == {r[0][0]: q for q, r in zip(questions, relevance)}
     assert len(lines) == 5
-    assert all(line["model"] == "fake-model" and len(line["text_sha"]) == 16 for line in lines)
+    assert all(line["model"] == "fake-model" and line["prompt"] == PROMPT_SHA and len(line["text_sha"]) == 16
+               for line in lines)
     assert "SECRET" not in cache.read_text()
 
 
@@ -250,26 +261,28 @@ def test_llm_offline_name_never_calls_the_server(chat_server):
     assert len(questions) == 5 and requests == []
 
 
-def test_llm_falls_back_to_json_object_when_json_schema_is_rejected(chat_server):
+def test_llm_replies_are_cut_to_their_question_and_page_titles_are_shown(chat_server):
+    """Small models add a preamble and run on with an answer: the question is what lies between."""
     def reply(body):
-        if body["response_format"]["type"] == "json_schema":
-            return error(400, "response_format json_schema is not supported by this model", "response_format")
-        return good_reply(body)
+        return completion(f"Sure! Here it is.\n{question_for(chunk_of(body))} It is explained on the page.\nMore.")
 
     requests = chat_server(reply)
-    questions, relevance = generate_questions(TEXTS, IDS, n=4, llm="fake-model", progress=False)
-    assert questions == [question_for(r[0][0]) for r in relevance] and len(questions) == 4
-    # Rejected once, then json_object for the rest of the run.
-    assert [r["response_format"]["type"] for r in requests] == ["json_schema"] + ["json_object"] * 4
+    titles = [f"Python: module {cid.split('-')[0]}" for cid in IDS]
+    questions, relevance = generate_questions(TEXTS, IDS, n=4, llm="fake-model", titles=titles, progress=False)
+    assert questions == [question_for(r[0][0]) for r in relevance]
+    assert all(r["messages"][-1]["content"].startswith(f"Page: module {chunk_of(r).split('-')[0]}\n")
+               for r in requests)
+    with pytest.raises(InputError, match="one page title per chunk"):
+        generate_questions(TEXTS, IDS, n=4, llm="fake-model", titles=titles[:-1], progress=False)
 
 
-def test_llm_retries_invalid_json_then_skips_and_reports_a_refusing_chunk(chat_server, capsys):
+def test_llm_retries_a_reply_with_no_question_then_skips_and_reports_a_refusing_chunk(chat_server, capsys):
     calls = {"n": 0}
 
     def reply(body):
         calls["n"] += 1
         if calls["n"] == 1:
-            return completion("Sure! Here is a question: what is a zip file")  # not JSON: retried
+            return completion("Sure! Here is a question: what is a zip file")  # no question: retried
         if chunk_of(body) == "csv-reader":
             return completion(None, refusal="I cannot help with that.")
         return good_reply(body)
@@ -281,7 +294,7 @@ def test_llm_retries_invalid_json_then_skips_and_reports_a_refusing_chunk(chat_s
     assert len(questions) == USABLE - 1 and "csv-reader" not in chunks
     assert questions == [question_for(c) for c in chunks]
     assert sum(chunk_of(r) == "csv-reader" for r in requests) == 3  # one try and two retries
-    assert len(requests) == USABLE - 1 + 3 + 1  # plus the retried invalid JSON
+    assert len(requests) == USABLE - 1 + 3 + 1  # plus the retried reply with no question
     out = capsys.readouterr().out
     assert "Skipped 1 chunk" in out and "csv-reader: refused: I cannot help with that." in out
 
@@ -312,43 +325,128 @@ def test_llm_rerun_resumes_from_the_cache_even_past_a_torn_line(chat_server, tmp
     assert len(working) == 1 + 5  # another model's questions are not reused
 
 
-def test_llm_copies_and_repeats_are_asked_again_at_a_higher_temperature(chat_server):
+def test_llm_copies_and_repeats_are_asked_again_and_repeat_questions_are_sampled(chat_server):
     """A small model's habits: the worked example's question copied, and the same question again when asked for a
-    different one. Each is asked again, sampled (seeded), and the run goes on with what the retries give."""
+    second one. The second question about a chunk is another wording, sampled (seeded); a copy or a repeat is asked
+    again, sampled hotter; the run goes on with what the retries give."""
     def reply(body):
         chunk = chunk_of(body)
-        if "temperature" in body and body["temperature"] == 0:  # the first attempt
-            if chunk == "csv-reader":
-                return completion(json.dumps({"question": EXAMPLE_QUESTION}))
-            return completion(json.dumps({"question": question_for(chunk)}))  # the same one every time
-        return completion(json.dumps({"question": f"{question_for(chunk)} (try {body['seed']})"}))
+        if body.get("temperature") == 0:  # the model's own question
+            return completion(EXAMPLE_QUESTION if chunk == "csv-reader" else question_for(chunk))
+        if body["temperature"] == 0.5 and body["seed"] == 3 and chunk == "json-loads":
+            return completion(question_for(chunk))  # a "variant" that repeats the first question
+        return completion(question_for(chunk, f" on try {body['seed']}"))
 
     requests = chat_server(reply)
-    questions, relevance = generate_questions(TEXTS, IDS, n=6, llm="fake-model", per_chunk=2, concurrency=1,
+    questions, relevance = generate_questions(TEXTS, IDS, n=10, llm="fake-model", per_chunk=2, concurrency=1,
                                               progress=False)
     chunks = [r[0][0] for r in relevance]
-    assert len(questions) == 6 and len(set(questions)) == 6 and chunks[0] == chunks[1]
-    assert questions[:2] == [question_for(chunks[0]), f"{question_for(chunks[0])} (try 1)"]
+    assert len(questions) == 10 and len(set(questions)) == 10 and chunks[0] == chunks[1]
+    assert questions[:2] == [question_for(chunks[0]), question_for(chunks[0], " on try 3")]  # variant 1: seed 3
     assert all(r["max_tokens"] == 64 for r in requests)
-    retried = [r for r in requests if r["temperature"] != 0]
-    assert retried and all(r["temperature"] == 0.7 and r["seed"] >= 1 for r in retried)
-    if "csv-reader" in chunks:  # its first attempt copied the example: never kept
-        assert EXAMPLE_QUESTION not in questions
+    sampled = [r for r in requests if r["temperature"] != 0]
+    assert sampled and all(r["temperature"] in (0.5, 0.7) and r["seed"] >= 1 for r in sampled)
+    assert EXAMPLE_QUESTION not in questions
+    if "json-loads" in chunks:  # its repeat was asked again, hotter
+        assert question_for("json-loads", " on try 4") in questions
+        assert any(r["temperature"] == 0.7 and r["seed"] == 4 and chunk_of(r) == "json-loads" for r in requests)
+
+
+def test_a_run_whose_questions_are_all_cached_needs_no_server_and_no_key(chat_server, tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "questions.jsonl"
+    chat_server(lambda body: completion(question_for(chunk_of(body), f" on try {body.get('seed', 0)}")))
+    first = generate_questions(TEXTS, IDS, n=6, llm="fake-model", cache=cache, per_chunk=3)
+    assert "0 of 6 questions read from the question cache, 6 written now, by fake-model." in capsys.readouterr().out
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    assert generate_questions(TEXTS, IDS, n=6, llm="fake-model", cache=cache, per_chunk=3) == first
+    assert "6 of 6 questions read from the question cache, 0 written now" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("question", "why"), [
-    ("...", "copied the placeholder"),
     ("Your question here", "copied the placeholder"),
-    (EXAMPLE_QUESTION.upper(), "copied the worked example's question"),
+    (EXAMPLE_QUESTION.upper(), "copied a worked example's question"),
     ("The csv module reads and writes comma separated values one row per line of the file?", "copied the chunk"),
-    ("How do I stop a thread from hanging forever when the server is slow to answer?", "echoed the worked example"),
+    ("How do I stop a thread from hanging forever when the server is slow to answer?", "echoed a worked example"),
+    ("What does Sentence: mean for the csv module?", "repeated the prompt's labels"),
+    ("Can I use this in a loop to read csv values?", "points at 'this'"),
+    ("How does the csv.parse_rows() function work?", "names 'csv.parse_rows'"),
+    ("How do I create a Python function that returns a value?", "shares no word with its passage"),
     ("How do I read a CSV file one row at a time?", ""),
     ("How do I stop a csv reader from quoting every value?", ""),
-    ("How do I use csv.reader?", ""),
+    ("How do I use `csv.reader`?", ""),
 ])
-def test_copies_are_recognised(question, why):
+def test_copies_and_ungrounded_questions_are_recognised(question, why):
     chunk = "The csv module reads and writes comma-separated values, one row per line of the file, quoting as needed."
-    assert copied(question, chunk).startswith(why) and bool(copied(question, chunk)) == bool(why)
+    reason = rejected(question, chunk, Passage("csv.reader", chunk), "module csv.reader")
+    assert reason.startswith(why) and bool(reason) == bool(why), reason
+
+
+@pytest.mark.parametrize(("reply", "question"), [
+    ("How do I read a zip file?", "How do I read a zip file?"),
+    ("Question: How do I read a zip file? Use ZipFile.", "How do I read a zip file?"),
+    ("Sure! I'd be glad to help. How do I read a zip file?", "How do I read a zip file?"),
+    ("Here is one:\n\"How do I use os.path.join?\"", "How do I use os.path.join?"),
+    ("Zip files hold members.", None),
+    ("Why?", None),
+    ("", None),
+])
+def test_a_reply_is_cut_to_its_question(reply, question):
+    assert parse_reply(reply)[0] == question
+
+
+PYDOC_CHUNK = """The zipfile module lets you create, read, write, append and list the members of a ZIP file archive.
+
+zipfile.ZipFile.read(name, pwd=None)
+    Return the bytes of the file name in the archive, which must be open for reading.
+    The archive must be open for read or append.
+
+__iter__(self)
+    Implement iter(self).
+
+zipfile.ZipFile.extract(member, path=None, pwd=None)
+    Extract a member from the archive to the current working directory or to path.
+
+    Changed in version 3.6: Calling extract() on a closed ZipFile raises a ValueError."""
+
+
+def test_a_chunk_is_split_into_passages_people_ask_about():
+    found = passages(PYDOC_CHUNK)
+    assert found == [
+        Passage("zipfile.ZipFile.read", "Return the bytes of the file name in the archive, which must be open for "
+                                        "reading."),
+        Passage("zipfile.ZipFile.extract", "Extract a member from the archive to the current working directory or "
+                                           "to path."),
+        Passage(None, "The zipfile module lets you create, read, write, append and list the members of a ZIP file "
+                      "archive."),
+    ]  # named passages before prose; dunder methods, their boilerplate and version notes are dropped
+    assert passages("__ior__(self, other)\n__iter__(self)\n__len__(self)") == []
+
+
+def test_repeat_questions_reword_the_first_passage_before_moving_on():
+    a, b = Passage("f", "first sentence"), Passage("g", "second sentence")
+    assert plan([a, b], 1) == [(a, 0)]
+    assert plan([a, b], 3) == [(a, 0), (a, 1), (a, 2)]
+    assert plan([a, b], 5) == [(a, 0), (a, 1), (a, 2), (b, 0), (a, 4)]
+    assert plan([], 3) == []
+
+
+def test_siblings_pair_each_seen_test_question_with_its_nearest_training_question():
+    vectors = {"a1": [1, 0], "a2": [0.6, 0.8], "b1": [0, 1], "t-a": [0.8, 0.6], "t-c": [1, 0]}
+    def embed(texts):
+        return np.array([vectors[t] for t in texts], dtype=float)
+    found = siblings(embed, ["a1", "a2", "b1"], [[("A", 1.0)], [("A", 1.0)], [("B", 1.0)]],
+                     ["t-a", "t-c"], [[("A", 1.0)], [("C", 1.0)]])
+    assert [(s.test, s.train) for s in found] == [("t-a", "a2")] and found[0].cosine == pytest.approx(0.96)
+    assert sibling_summary(found) == {"n": 1, "median": 0.96, "p10": 0.96} and sibling_summary([])["n"] == 0
+
+
+def test_the_shipped_questions_are_keyed_by_the_current_prompt():
+    """The questions shipped for the default corpus and the workshop preset: written with today's prompt (an
+    edited prompt must rewrite them, or every run would ask the model again)."""
+    lines = [json.loads(line) for f in sorted(SHIPPED.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert len(lines) >= 400 and {e["prompt"] for e in lines} == {PROMPT_SHA}
+    assert all(parse_reply(e["question"])[0] == e["question"] for e in lines)
 
 
 def test_llm_without_a_key_is_a_clear_error(monkeypatch):
