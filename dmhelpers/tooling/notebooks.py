@@ -105,7 +105,8 @@ def clean(path: str | Path) -> None:
     for cell in nb["cells"]:
         if cell.get("metadata", {}).get("tags") == ["injected-parameters"]:
             raise ValueError(f"{path} holds papermill-injected parameters; refresh it without parameters.")
-        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k == "tags" and v}
+        # tags (the parameters cell) and JupyterLab's view state (a hidden record cell) are kept
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags", "jupyter") and v}
         cell.pop("id", None)
     nb["nbformat_minor"] = 4
     notebook = nbformat.from_dict(_js_numbers(nb))
@@ -152,6 +153,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def run_parameters(nb: Path, preset: str, figures: Path) -> dict[str, Any]:
+    """The parameters ``make run`` gives notebook ``nb``: its preset's, and the figure folder relative to the
+    notebook's own folder (where it runs), so the executed copy shows no machine path."""
+    known = notebook_parameters(nb)
+    figure_dir = os.path.relpath(Path(figures).resolve(), Path(nb).parent.resolve())
+    return {k: v for k, v in {**PRESETS[preset], "FIGURE_DIR": figure_dir}.items() if k in known}
+
+
 def run_all(out: Path, folder: str | Path = "notebooks", preset: str = "default") -> None:
     """Run every numbered notebook in order on its defaults (or a preset's), writing executed copies and figures
     to ``out``."""
@@ -161,8 +170,7 @@ def run_all(out: Path, folder: str | Path = "notebooks", preset: str = "default"
     records: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for nb in numbered_notebooks(folder):
-        known = notebook_parameters(nb)
-        params = {k: v for k, v in {**PRESETS[preset], "FIGURE_DIR": str(figures)}.items() if k in known}
+        params = run_parameters(nb, preset, figures)
         start = time.perf_counter()
         print(f"running {nb.name} ...", flush=True)
         records[nb.stem] = execute(nb, out / nb.name, params)

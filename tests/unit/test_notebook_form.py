@@ -32,7 +32,9 @@ def test_notebook_form(path):
         ast.literal_eval(stmt.value)
     assert nb["metadata"]["kernelspec"]["name"] == "python3" and "papermill" not in nb["metadata"]
     for cell in cells:
-        assert set(cell["metadata"]) <= {"tags"}, "cell metadata (timings, papermill) must be cleaned"
+        assert set(cell["metadata"]) <= {"tags", "jupyter"}, "cell metadata (timings, papermill) must be cleaned"
+        if "".join(cell["source"]).startswith("# Results for the tests"):  # plumbing: shown folded in JupyterLab
+            assert cell["metadata"].get("jupyter") == {"source_hidden": True}
         if cell["cell_type"] == "code":
             assert cell["execution_count"] is not None, "committed notebooks carry the outputs of a real offline run"
             for out in cell["outputs"]:
@@ -83,3 +85,11 @@ def test_record_rounds_floats_everywhere_in_its_values():
     assert rounded({"a": 0.7716417908668518, "b": [0.123456789, (1, 2.000049)], "c": "x", "d": True}) == \
         {"a": 0.7716, "b": [0.1235, [1, 2.0]], "c": "x", "d": True}
     assert rounded(0.0000321987) == 0.00003220 and rounded(1234.56789) == 1234.5679 and rounded(0.0) == 0.0
+
+
+def test_make_run_gives_each_notebook_paths_relative_to_its_own_folder(tmp_path):
+    from dmhelpers.tooling.notebooks import run_parameters
+
+    figures = NOTEBOOKS.parent / "runs" / "20260101-000000" / "figures"
+    params = run_parameters(BOOKS[1], "workshop", figures)
+    assert params["FIGURE_DIR"] == "../runs/20260101-000000/figures" and params["STORE_PATH"] == "../data/workshop-store"
