@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from html import unescape
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,9 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from dmhelpers.utils.errors import InputError, check_whole
 
+# An entity left in the text: pages that escape twice (pydoc prints "formatter_class=&amp;lt;class ...&amp;gt;")
+# keep "&lt;" after one decoding, and the store would hold, embed and show it.
+ENTITY = re.compile(r"&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 # Paragraphs, then lines, then sentences, then words, then characters (the tutorial's splitter order).
 SEPARATORS: list[str] = ["\n\n", "\n", ". ", "? ", "! ", "; ", " ", ""]
 
@@ -44,7 +48,8 @@ class _Converter(html2text.HTML2Text):
 
 
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML page: ``html2text`` markdown without link targets or images, tidied."""
+    """Readable text of an HTML page: ``html2text`` markdown without link targets or images, tidied, with no HTML
+    entity left (a page that escapes twice would otherwise show "&lt;")."""
     if not isinstance(html, str):
         raise InputError(f"html_to_text() takes a page's HTML as a str, got {type(html).__name__}. Pass the "
                          "decoded text, e.g. page.html or data.decode('utf-8').")
@@ -53,7 +58,7 @@ def html_to_text(html: str) -> str:
     converter.ignore_links = True
     converter.ignore_images = True
     converter.ignore_emphasis = True
-    text = converter.handle(html)
+    text = ENTITY.sub(lambda m: unescape(m.group(0)), converter.handle(html))
     lines = [line.rstrip() for line in text.replace("\xa0", " ").splitlines()]
     lines = [line for line in lines if not re.fullmatch(r"[-|: ]*\|[-|: ]*", line)]  # table rulers
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

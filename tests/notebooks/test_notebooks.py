@@ -13,7 +13,8 @@ import papermill
 import pytest
 from helpers import NOTEBOOKS, chat_completion, executed, send_reply
 
-from dmhelpers import WORKSHOP_PAGES, VectorStore, load_questions
+from dmhelpers import (WORKSHOP_PAGES, VectorStore, get_all_links, load_pages, load_questions, open_site,
+                       pages_to_documents, split_documents, unique_documents)
 from dmhelpers.tooling.notebooks import KERNEL, execute, summarise
 
 
@@ -43,6 +44,17 @@ def test_01_builds_the_workshop_store_that_answers_the_demo_question(run, notebo
     assert {m["source"] for m in db.metadatas} == {f"docs://python/{page}" for page in WORKSHOP_PAGES}
     assert notebook_01["demo_top_source"] == "zipfile.html"
     assert (run / "figures" / "01_chunk_lengths.png").stat().st_size > 10_000
+
+
+def test_no_chunk_of_the_default_or_the_workshop_corpus_holds_an_html_entity(run, notebook_01, python_docs):
+    with open_site(str(python_docs)) as url:  # the default corpus, chunked as 01 does (no embedding needed)
+        pages, failed = load_pages(get_all_links(url, include_start=False), progress=False)
+    chunks = unique_documents(split_documents(pages_to_documents(pages), chunk_size=800, chunk_overlap=80))
+    workshop = VectorStore(run / "store", read_only=True).texts
+    assert not failed and len(chunks) > 1600 and len(workshop) > 200
+    # the entities a reader would trip over; html.unescape's docstring keeps its literal (and invalid) "&x3e;"
+    shown = re.compile(r"&(?:lt|gt|amp|quot|apos|#\d+|#[xX][0-9a-fA-F]+);")
+    assert [t[:80] for t in [c.page_content for c in chunks] + workshop if shown.search(t)] == []
 
 
 def test_02_writes_questions_trains_and_saves_the_split(run, notebook_02):
