@@ -154,7 +154,8 @@ async def _ask_model(llm: str, texts: list[str], titles: list[str], ids: list[st
                      progress: bool) -> tuple[list[str], list[int], int]:
     """The chat model's questions for :func:`generate_questions`: question ``nth`` about a chunk asks what
     :func:`~.passages.plan` says, read from the cache or written by the model (at most
-    ``settings["concurrency"]`` requests in flight) and cached as it arrives. Returns the questions, each one's chunk index and how many were written now."""
+    ``settings["concurrency"]`` requests in flight) and cached as it arrives. Returns the questions, each one's
+    chunk index and how many were written now."""
     failures: dict[int, str] = {}
     consumed: list[int] = []
     fresh: set[tuple[int, str]] = set()  # (chunk, question) written now, not read from the cache

@@ -3,9 +3,9 @@ SmolLM2-135M-Instruct, started by ``local_llm()`` on 127.0.0.1 (once for most te
 
 No fake: these are the quirks a real server has (a reply that runs on past its question, one request at a time, a
 process that can die). The model's wording is not asserted, only what the package promises about it: a usable
-question per chunk (not a copy), named by its chunk, cached as it arrives, the same at any concurrency (temperature 0), and no
-server left running. Rate limits and timeouts, which a real server cannot be made to produce on cue, are tested
-against a fake in ``tests/safety/test_llm_errors.py``.
+question per chunk (not a copy), named by its chunk, cached as it arrives, the same at any concurrency
+(temperature 0), and no server left running. Rate limits and timeouts, which a real server cannot be made to
+produce on cue, are tested against a fake in ``tests/safety/test_llm_errors.py``.
 """
 from __future__ import annotations
 

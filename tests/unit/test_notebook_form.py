@@ -92,4 +92,5 @@ def test_make_run_gives_each_notebook_paths_relative_to_its_own_folder(tmp_path)
 
     figures = NOTEBOOKS.parent / "runs" / "20260101-000000" / "figures"
     params = run_parameters(BOOKS[1], "workshop", figures)
-    assert params["FIGURE_DIR"] == "../runs/20260101-000000/figures" and params["STORE_PATH"] == "../data/workshop-store"
+    assert params["FIGURE_DIR"] == "../runs/20260101-000000/figures"
+    assert params["STORE_PATH"] == "../data/workshop-store"
