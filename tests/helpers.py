@@ -89,6 +89,13 @@ def send_reply(handler: http.server.BaseHTTPRequestHandler, status: int, body: d
     handler.wfile.write(raw)
 
 
+def chunk_asked_about(body: dict, corpus: dict[str, str]) -> str:
+    """Which chunk of ``corpus`` a question-writing request asks about: the one holding the sentence its prompt
+    shows (``Sentence: ...``, :func:`dmhelpers.questions.prompt.show`)."""
+    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
+    return next(chunk_id for chunk_id, text in corpus.items() if sentence in text)
+
+
 def chat_completion(content: str | None, model: str = "fake-model", refusal: str | None = None,
                     usage: dict[str, int] | None = None) -> dict:
     """An OpenAI-compatible ``chat.completion`` reply whose one message says ``content``."""

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from helpers import CountingProxy, server_processes
+from helpers import CountingProxy, chunk_asked_about, server_processes
 
 from dmhelpers import QuestionGenerationError, VectorStore, answer, generate_questions, local_llm
 from dmhelpers.llm import MODEL_NAME, chat_endpoint, run_sync
@@ -66,8 +66,7 @@ def port_open(url: str) -> bool:
 
 
 def chunk_of(body: dict) -> str:
-    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
-    return next(cid for cid, text in CHUNKS.items() if sentence in text)
+    return chunk_asked_about(body, CHUNKS)
 
 
 @pytest.fixture(scope="module")

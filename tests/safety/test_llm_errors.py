@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from helpers import chat_completion, send_reply
+from helpers import chat_completion, chunk_asked_about, send_reply
 
 from dmhelpers import QuestionGenerationError, generate_questions
 
@@ -39,9 +39,7 @@ N = 6  # questions per run: the walk visits six of the ten chunks when every ans
 
 
 def chunk_of(body: dict) -> str:
-    """Which chunk a request asks about (the prompt shows one sentence of it)."""
-    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
-    return next(cid for cid, text in CORPUS.items() if sentence in text)
+    return chunk_asked_about(body, CORPUS)
 
 
 def question_for(chunk_id: str) -> str:

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from helpers import chat_completion, send_reply
+from helpers import chat_completion, chunk_asked_about, send_reply
 
 from dmhelpers import DeepMemoryError, InputError, QuestionGenerationError, generate_questions
 from dmhelpers.questions.cache import SHIPPED
@@ -188,9 +188,7 @@ EXAMPLE_QUESTION = EXAMPLES[0][3]
 
 
 def chunk_of(body: dict) -> str:
-    """Which corpus chunk a request asks about (the prompt shows one sentence of it)."""
-    sentence = body["messages"][-1]["content"].split("Sentence: ", 1)[1]
-    return next(chunk_id for chunk_id, text in CORPUS.items() if sentence in text)
+    return chunk_asked_about(body, CORPUS)
 
 
 def question_for(chunk_id: str, tag: str = "") -> str:
