@@ -18,7 +18,8 @@ from dmhelpers.evaluation.cost import cost_curve, savings, smallest_k
 from dmhelpers.llm import LocalLLM, local_llm
 from dmhelpers.questions import (REAL_SIBLINGS, generate_questions, load_questions, save_questions, sibling_summary,
                                  siblings, split_questions)
-from dmhelpers.rag import Answer, DeepMemoryRetriever, answer, answer_all, count_tokens, get_encoding
+from dmhelpers.rag import (Answer, DeepMemoryRetriever, answer, answer_all, best_sentence, count_tokens, get_encoding,
+                           pick_example)
 from dmhelpers.store import Hit, VectorStore
 from dmhelpers.utils.errors import (ChatModelError, CrawlError, DeepMemoryError, EmbeddingError, InputError,
                                     QuestionGenerationError, StoreError, StoreLockedError)
@@ -30,10 +31,10 @@ __all__ = [
     "Answer", "BUNDLED_MODEL", "REAL_SIBLINGS", "ChatModelError", "CrawlError", "DEFAULT_MODULES", "DeepMemoryError",
     "DeepMemoryRetriever", "Document", "EmbeddingError", "Hit", "InputError", "LocalEmbeddings", "LocalLLM",
     "OpenAIEmbeddings", "Page", "QuestionGenerationError", "SideBySide", "StoreError", "StoreLockedError",
-    "VectorStore", "WORKSHOP_PAGES", "answer", "answer_all", "build_python_docs", "check_parameters", "context_recall",
+    "VectorStore", "WORKSHOP_PAGES", "answer", "answer_all", "best_sentence", "build_python_docs", "check_parameters", "context_recall",
     "cost_curve", "count_tokens", "extract_links", "generate_questions", "get_all_links", "get_embedding",
     "get_encoding", "html_to_text", "load_pages", "load_questions", "local_llm", "open_site", "page_title",
-    "pages_to_documents", "plots", "preset_pages", "read_records", "record", "save_questions", "savings",
+    "pages_to_documents", "pick_example", "plots", "preset_pages", "read_records", "record", "save_questions", "savings",
     "serve_folder", "set_random_seed", "show_text", "sibling_summary", "siblings", "smallest_k", "split_documents",
     "split_questions", "unique_documents",
 ]

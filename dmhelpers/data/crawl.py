@@ -70,7 +70,8 @@ def extract_links(html: str, page_url: str) -> list[str]:
 
 def get_all_links(url: str, timeout: float = 10.0, include_start: bool = False) -> list[str]:
     """Fetch ``url`` and return the links on it that stay on the site (see :func:`extract_links`); with
-    ``include_start``, the start page itself first (a folder's ``index.html`` usually has content of its own)."""
+    ``include_start``, the start page itself first (a folder's ``index.html`` usually has content of its own),
+    unless it asks not to be indexed (robots ``noindex``, as a generated folder index does)."""
     _check_url(url)
     check_number("timeout", timeout, 0, hint="A number of seconds, e.g. timeout=10.")
     try:
@@ -83,7 +84,15 @@ def get_all_links(url: str, timeout: float = 10.0, include_start: bool = False) 
     if not links:
         raise CrawlError(f"The start page {url} has no links under {_prefix(str(response.url))[2]} on its site. Start "
                          "from an index or table-of-contents page of the docs (BASE_URL).")
-    return [str(response.url)] + [link for link in links if link != str(response.url)] if include_start else links
+    if include_start and not _noindex(response.text):
+        return [str(response.url)] + [link for link in links if link != str(response.url)]
+    return links
+
+
+def _noindex(html: str) -> bool:
+    """Whether a page asks not to be indexed (``<meta name="robots" content="noindex">``): a list of links only."""
+    meta = BeautifulSoup(html, "html.parser").find("meta", attrs={"name": "robots"})
+    return bool(meta) and "noindex" in str(meta.get("content", "")).lower()
 
 
 async def _fetch(client: httpx.AsyncClient, url: str, gate: asyncio.Semaphore, max_bytes: int) -> Page:

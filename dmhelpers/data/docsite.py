@@ -17,6 +17,7 @@ import sysconfig
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 from pydoc_data.topics import topics as LANGUAGE_TOPICS
 
 from bs4 import BeautifulSoup
@@ -140,7 +141,34 @@ def build_python_docs(folder: str | Path, modules: tuple[str, ...] = DEFAULT_MOD
     return folder
 
 
+NOINDEX = '<meta name="robots" content="noindex">'  # a page of links only: follow its links, do not index it
+
+
+def folder_index(folder: Path) -> str:
+    """A generated start page for a folder without ``index.html``: a link to every HTML file in it (subfolders
+    too), marked ``noindex`` so the crawl follows the links but does not index the list itself."""
+    pages = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.suffix.lower() in (".html", ".htm") and p.is_file())
+    items = "".join(f'<li><a href="{html.escape(quote(page))}">{html.escape(page)}</a></li>' for page in pages)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'>{NOINDEX}<title>Pages of {html.escape(folder.name)}"
+            f"</title></head><body><ul>{items}</ul></body></html>")
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; ``/index.html``, when the folder has none, is :func:`folder_index`."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        folder = Path(self.directory)
+        if self.path.split("?")[0] == "/index.html" and not (folder / "index.html").exists():
+            body = folder_index(folder).encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
 
@@ -160,7 +188,8 @@ def stable_source(url: str) -> str:
 
 @contextlib.contextmanager
 def serve_folder(folder: str | Path, port: int = DEFAULT_PORT, name: str | None = None) -> Iterator[str]:
-    """Serve a folder of HTML files on 127.0.0.1 and yield its ``index.html`` URL (``port``, or a free one).
+    """Serve a folder of HTML files on 127.0.0.1 and yield its ``index.html`` URL (``port``, or a free one); a
+    folder without one gets a generated list of its HTML files there (:func:`folder_index`).
 
     :func:`stable_source` names its pages ``docs://<name>/<page>`` (``name``: the folder's), also after the server
     stops, since pages are turned into documents after loading them.

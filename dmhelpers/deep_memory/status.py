@@ -57,8 +57,11 @@ def layer_summary(job: dict[str, Any]) -> str:
 
 
 def model_summary(job: dict[str, Any]) -> str:
-    """The model in a line: its job, where its memory acts and what its layer does."""
-    return f"{job['id']}; memory: {memory_summary(job)}; layer: {layer_summary(job)}"
+    """The model in a line: its job, where its memory acts and what its layer does (and, when neither acts, that
+    deep-memory search returns plain search's results)."""
+    memory, layer = memory_summary(job), layer_summary(job)
+    idle = " (neither acts: deep-memory search returns plain search's results)" if memory == layer == "off" else ""
+    return f"{job['id']}; memory: {memory}; layer: {layer}{idle}"
 
 
 def layer_line(job: dict[str, Any]) -> str:
@@ -73,6 +76,18 @@ def layer_line(job: dict[str, Any]) -> str:
     return layer_summary(job) + gated
 
 
+def measured_on(job: dict[str, Any], n: dict[str, int]) -> str:
+    """What the held-out figures were measured on, with why the counts can exceed the training questions."""
+    folds = job.get("params", {}).get("folds", 4)
+    parts = []
+    if "new" in n:
+        parts.append(f"{n['new']} new-chunk: each question held out once, with all questions about its chunk.")
+    if "seen" in n:
+        parts.append(f"{n['seen']} seen-chunk: one question of a chunk that has several, held out in each other "
+                     "fold while the rest stay in training.")
+    return f"held-out training questions, {folds} folds. " + " ".join(parts)
+
+
 def format_status(job: dict[str, Any]) -> str:
     """The tutorial's status table: status, progress/eta, held-out recall@10 next to plain search, what acts."""
     width = 110
@@ -84,9 +99,7 @@ def format_status(job: dict[str, Any]) -> str:
     rows.append(("results", result_line(job)))
     val = evidence(job)
     if val:
-        n = ", ".join(f"{count} about {kind} chunks" for kind, count in val["n"].items())
-        rows.append(("measured on", f"held-out training questions (4 folds; one question can be held out in "
-                                    f"several): {n}"))
+        rows.append(("measured on", measured_on(job, val["n"])))
         rows.append(("memory", memory_line(job)))
         rows.append(("layer", layer_line(job)))
         rows.append(("gain from", job.get("carried_by") or "nothing: plain search is kept"))

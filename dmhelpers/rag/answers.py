@@ -34,22 +34,39 @@ class Answer:
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n{2,}|\n(?=[-*#|])")
+# Section underlines ("=====", "*****") and separators ("* * *") of rendered documentation: not sentences.
+_RULE = re.compile(r"^[ \t]*(?:[=*~^#-][ \t]*){3,}$", re.M)
 
 
 def _sentences(text: str) -> list[str]:
-    """Sentences (and list items, table rows) of a chunk, with runs of whitespace made single spaces."""
-    return [" ".join(s.split()) for s in _SENTENCE.split(text) if len(s.strip()) > 20]
+    """Sentences (and list items, table rows) of a chunk, with runs of whitespace made single spaces; headings'
+    underlines dropped, and lines that only introduce what follows ("... is to insert:") left out."""
+    found = (" ".join(s.split()) for s in _SENTENCE.split(_RULE.sub("\n\n", text)))
+    return [s for s in found if len(s) > 20 and not s.endswith(":")]
+
+
+def _closest(question: str, candidates: list[str], embedder) -> np.ndarray:
+    """Cosine of each candidate sentence to the question."""
+    return embedder.embed(candidates) @ embedder.embed([question])[0]
+
+
+def best_sentence(question: str, text: str, embedder) -> tuple[str, float]:
+    """The sentence of ``text`` closest to the question, and its cosine ("", 0.0 for a text without sentences)."""
+    sentences = _sentences(text)
+    if not sentences:
+        return "", 0.0
+    scores = _closest(question, sentences, embedder)
+    return sentences[int(np.argmax(scores))], float(scores.max())
 
 
 def extractive_answer(question: str, documents: list[Document], embedder, n_sentences: int = 3) -> str:
-    """The ``n_sentences`` sentences of ``documents`` closest to the question (by embedding), in their order."""
-    candidates = [(d, s) for d in documents for s in _sentences(d.page_content)]
+    """The ``n_sentences`` sentences of ``documents`` closest to the question (by embedding), in their order; a
+    sentence that overlapping chunks repeat counts once."""
+    candidates = list(dict.fromkeys(s for d in documents for s in _sentences(d.page_content)))
     if not candidates:
         return ""
-    q = embedder.embed([question])[0]
-    vectors = embedder.embed([s for _, s in candidates])
-    best = sorted(np.argsort(-(vectors @ q), kind="stable")[:n_sentences])
-    return " ".join(candidates[i][1] for i in best)
+    best = sorted(np.argsort(-_closest(question, candidates, embedder), kind="stable")[:n_sentences])
+    return " ".join(candidates[i] for i in best)
 
 
 SYSTEM_PROMPT = ("Answer the question using only the numbered context chunks. Cite the chunks you used as [1], "

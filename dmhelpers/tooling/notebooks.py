@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,22 @@ def run_all(out: Path, folder: str | Path = "notebooks", preset: str = "default"
     print(f"\nExecuted notebooks: {out}/\nFigures: {figures}/")
 
 
+DOCS_FIGURES = Path("docs") / "images"
+
+
+def draw_docs_figures(folder: Path = DOCS_FIGURES) -> None:
+    """Draw the README's figure of how Deep Memory works (the one notebook 02 shows) into ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dmhelpers import plots
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "FigureCanvasAgg is non-interactive")
+        plots.how_it_works(save_to=folder)
+    print(f"drew {folder / 'how_deep_memory_works.png'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dmhelpers.tooling.notebooks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         # Rendered on one thread, checked by nbval on every core: another thread count sums float32 products in
         # another order, as another CPU or BLAS does, so noise that a reader would see fails `make test` here.
         os.environ.update({name: "1" for name in RENDER_THREADS})
+        draw_docs_figures()
         for copy_ in fresh_copy(Path("runs") / "refresh"):
             print(f"refreshing {copy_.name} ...", flush=True)
             execute(copy_, copy_)

@@ -104,6 +104,11 @@ def test_04_answers_with_and_without_deep_memory(run, notebook_02, notebook_03):
     test_q, _ = load_questions(run / "store" / "questions" / "test.jsonl")
     assert rec["question"] in test_q and rec["k"] == 5 and rec["n_test"] == 100
     assert rec["answer_kind"] == "extractive"
+    # the question shown first is one deep memory finds and plain search does not, when there is one
+    if rec["only_deep"]:
+        assert rec["example_found"] == {"plain": False, "deep": True}
+    else:
+        assert rec["example"] is None and rec["question"] == test_q[0]
     # the retrievers find, over the 100 test questions, what 03's recall@5 says (one relevant chunk each)
     assert rec["in_context_plain"] == round(100 * notebook_03["without_model"]["recall@5"])
     assert rec["in_context_deep"] == round(100 * notebook_03["with_model"]["recall@5"])

@@ -80,3 +80,21 @@ def test_non_http_urls_are_refused(url):
         get_all_links(url)
     with pytest.raises(InputError, match="not an http"):
         load_pages([url])
+
+
+def test_a_folder_without_index_html_is_crawled_from_a_generated_list_of_its_pages(tmp_path):
+    from dmhelpers import serve_folder
+
+    (tmp_path / "user guide").mkdir()
+    (tmp_path / "intro.html").write_text("<html><title>Intro</title><body>Start here.</body></html>")
+    (tmp_path / "user guide" / "setup.html").write_text("<html><title>Setup</title><body>Install it.</body></html>")
+    (tmp_path / "notes.txt").write_text("not a page")
+    with serve_folder(tmp_path, port=0) as start:
+        links = get_all_links(start, include_start=True)  # the generated list is followed, not indexed itself
+        base = start.rsplit("/", 1)[0]
+        assert links == [f"{base}/intro.html", f"{base}/user%20guide/setup.html"]
+        pages, failed = load_pages(links, progress=False)
+    assert [p.title for p in pages] == ["Intro", "Setup"] and not failed
+    (tmp_path / "index.html").write_text('<html><title>Home</title><body><a href="intro.html">intro</a></body></html>')
+    with serve_folder(tmp_path, port=0) as start:  # a folder's own index.html is a page like any other
+        assert get_all_links(start, include_start=True) == [start, start.rsplit("/", 1)[0] + "/intro.html"]

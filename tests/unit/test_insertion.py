@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from dmhelpers.deep_memory.insertion import Evidence, calibrate, insert_rows, positions, rerank_hits
+from dmhelpers.deep_memory.status import model_summary
 from dmhelpers.store.records import Hit
 
 
@@ -77,3 +78,12 @@ def test_the_first_k_results_do_not_depend_on_k():
     full = insert_rows(rows, chunk, pos)
     for k in (1, 3, 5, 9, 10, 50):
         assert np.array_equal(insert_rows(rows[:, :k], chunk, pos), full[:, :k]), k
+
+
+def test_a_model_whose_memory_and_layer_are_both_off_says_it_changes_nothing():
+    idle = {"id": "job-1", "slots": [], "alpha": 0.0, "beta": 0.0, "alpha_out": 0.0}
+    assert model_summary(idle) == ("job-1; memory: off; layer: off (neither acts: deep-memory search returns plain "
+                                   "search's results)")
+    acting = {**idle, "slots": [[1, 0.8]]}
+    assert model_summary(acting) == "job-1; memory: nearest training question's chunk put at rank 1 above similarity " \
+                                    "0.80; layer: off"

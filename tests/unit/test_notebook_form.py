@@ -5,8 +5,9 @@ import ast
 import json
 import re
 
+import numpy as np
 import pytest
-from helpers import NOTEBOOKS
+from helpers import NOTEBOOKS, REPO
 
 from dmhelpers.tooling.notebooks import numbered_notebooks
 from dmhelpers.utils.record import DIGITS, MIMETYPE, rounded
@@ -94,3 +95,16 @@ def test_make_run_gives_each_notebook_paths_relative_to_its_own_folder(tmp_path)
     params = run_parameters(BOOKS[1], "workshop", figures)
     assert params["FIGURE_DIR"] == "../runs/20260101-000000/figures"
     assert params["STORE_PATH"] == "../data/workshop-store"
+
+
+def test_the_readme_figure_of_how_deep_memory_works_is_the_one_the_package_draws(tmp_path):
+    from PIL import Image
+
+    from dmhelpers.tooling.notebooks import DOCS_FIGURES, draw_docs_figures
+
+    draw_docs_figures(tmp_path)
+    committed, drawn = (np.asarray(Image.open(p / "how_deep_memory_works.png").convert("L"), dtype=float)
+                        for p in (REPO / DOCS_FIGURES, tmp_path))
+    assert committed.shape == drawn.shape, "the figure changed size: run `make notebooks` to redraw it"
+    assert np.abs(committed - drawn).mean() < 1.0, "the figure changed: run `make notebooks` to redraw it"
+    assert f"]({DOCS_FIGURES.as_posix()}/how_deep_memory_works.png)" in (REPO / "README.md").read_text()

